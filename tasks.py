@@ -1,0 +1,59 @@
+"""Tasklight's Huey module: run ``huey_consumer tasks.huey`` to start a worker.
+
+The kinds of job are plain functions that take a ``JobContext`` and the job's
+inputs, report progress through the context, return a JSON-serialisable result
+and signal failure by raising: ``JobError`` for a message meant for the owner,
+anything else for an unexpected failure that only admins see the details of.
+"""
+
+import hashlib
+import time
+
+from webapp.profiling import CsvFormatError, profile_csv
+from webapp.worker import JobContext, JobError, create_huey, job_kind
+
+huey = create_huey()
+
+#: Bytes hashed between progress reports.
+CHUNK = 1024 * 1024
+
+
+@job_kind("timer")
+def timer(job: JobContext, seconds: float, fail: bool = False, crash_attempts: int = 0) -> dict:
+    """Wait ``seconds``, reporting progress about every 100 ms."""
+    if job.attempt <= crash_attempts:
+        raise RuntimeError(f"crashing on attempt {job.attempt} as asked")
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < seconds:
+        job.report(elapsed, seconds, f"{elapsed:.1f} of {seconds:g} s")
+        time.sleep(min(0.1, seconds - elapsed))
+    job.report(seconds, seconds, "Done.")
+    if fail:
+        raise JobError(f"The timer failed after {seconds:g} s, as you asked.")
+    return {"seconds": seconds}
+
+
+@job_kind("checksum")
+def checksum(job: JobContext, algorithm: str) -> dict:
+    """Hash the uploaded file, reporting progress by bytes."""
+    data = job.upload()
+    size = len(data.getbuffer())
+    digest = hashlib.new(algorithm)
+    done = 0
+    while chunk := data.read(CHUNK):
+        digest.update(chunk)
+        done += len(chunk)
+        job.report(done, size, f"{done:,} of {size:,} bytes")
+    job.report(size, size, "Done.")
+    return {"algorithm": algorithm, "hexdigest": digest.hexdigest(), "size": size}
+
+
+@job_kind("csv_profile")
+def csv_profile(job: JobContext) -> dict:
+    """Profile every column of the uploaded CSV file, reporting progress by bytes."""
+    data = job.upload()
+    size = len(data.getbuffer())
+    try:
+        return profile_csv(data, size, lambda done, total: job.report(done, total, f"{done:,} of {total:,} bytes"))
+    except CsvFormatError as exc:
+        raise JobError(str(exc)) from exc

@@ -1,0 +1,146 @@
+"""Fixtures: the app on either backend, a private Redis server and real consumers."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from webapp import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = ["sqlite", "redis"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A private Redis on a free port, never the shared one on 6379."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed; run scripts/test, which installs it")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("the private redis-server did not start")
+            time.sleep(0.05)
+    client.close()
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def settings(backend, tmp_path, request) -> dict:
+    """Settings shared by the app under test and its consumers."""
+    redis_url = ""
+    if backend == "redis":
+        redis_url = request.getfixturevalue("redis_server")
+        # The server is private to this test run, so emptying it is safe.
+        redis.Redis.from_url(redis_url).flushdb()
+    return {
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "DATABASE": str(tmp_path / "tasklight.db"),
+        "REDIS_URL": redis_url,
+        "HEARTBEAT_INTERVAL": 0.2,
+        "HEARTBEAT_TIMEOUT": 2.0,
+        "MAX_UPLOAD_BYTES": 1024 * 1024,
+    }
+
+
+@pytest.fixture
+def app(settings):
+    return create_app({"TESTING": True, "SECRET_KEY": "test", **settings})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def consumer_env(settings: dict) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("REDIS_URL", None)
+    for name, value in settings.items():
+        if name == "REDIS_URL":
+            env["REDIS_URL"] = value
+        else:
+            env[f"TASKLIGHT_{name}"] = str(value)
+    return env
+
+
+class Consumer:
+    """A real ``huey_consumer tasks.huey`` subprocess."""
+
+    def __init__(self, settings: dict, log: Path, workers: int = 2):
+        self.settings = settings
+        self.log = log
+        self.workers = workers
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Consumer":
+        command = [sys.executable, "-m", "huey.bin.huey_consumer", "tasks.huey", "-w", str(self.workers), "-m", "0.1"]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(command, cwd=ROOT, env=consumer_env(self.settings), stdout=log, stderr=log)
+        return self
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 20) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_consumer(settings, tmp_path):
+    """Start real consumers on the test's backend; all are killed at teardown."""
+    started: list[Consumer] = []
+
+    def start(workers: int = 2) -> Consumer:
+        consumer = Consumer(settings, tmp_path / f"consumer-{len(started)}.log", workers).start()
+        started.append(consumer)
+        return consumer
+
+    yield start
+    for consumer in started:
+        consumer.stop()
+
+
+@pytest.fixture
+def consumer(start_consumer):
+    return start_consumer()

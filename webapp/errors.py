@@ -1,0 +1,64 @@
+"""Error pages: a clear answer with the right status, never a traceback."""
+
+import time
+import uuid
+
+from flask import Flask, current_app, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from .store import JobExpired, JobNotFound, StoreUnavailable
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(JobNotFound, not_found)
+    app.register_error_handler(JobExpired, expired)
+    app.register_error_handler(StoreUnavailable, unavailable)
+    app.register_error_handler(CSRFError, csrf_error)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(InternalServerError, internal_error)
+
+
+def error_page(status: int, title: str, message: str, **extra):
+    """Render the error page, or JSON for clients that ask for it."""
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    if best == "application/json":
+        response = jsonify(error=message, status=status, **extra)
+    else:
+        response = render_template("pages/error.html", status=status, title=title, message=message, **extra)
+    return response, status, {"Cache-Control": "no-store", "Vary": "Accept"}
+
+
+def not_found(exc: JobNotFound):
+    return error_page(404, "Job not found", "There is no job with this id in your session.")
+
+
+def expired(exc: JobExpired):
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(exc.expired_at))
+    return error_page(410, "Job expired", f"This job's result expired at {at} and was deleted.", expired_at=at)
+
+
+def unavailable(exc: StoreUnavailable):
+    message = "The job store cannot be reached just now, so nothing was changed. Please try again in a moment."
+    return error_page(503, "Service unavailable", message)
+
+
+def csrf_error(exc: CSRFError):
+    message = "The form was missing its security token or it had expired. Go back, reload the page and send it again."
+    return error_page(400, "Form expired", message)
+
+
+def http_error(exc: HTTPException):
+    titles = {413: "File too large"}
+    message = exc.description
+    if exc.code == 413:
+        limit = request.max_content_length or 0
+        message = f"The upload is larger than the limit of {limit / 1048576:.0f} MiB. Choose a smaller file."
+    return error_page(exc.code or 500, titles.get(exc.code, exc.name), message)
+
+
+def internal_error(exc: InternalServerError):
+    ref = uuid.uuid4().hex[:8]
+    original = getattr(exc, "original_exception", None)
+    current_app.logger.error("unhandled error, ref %s", ref, exc_info=original)
+    return error_page(500, "Something went wrong", f"An unexpected error occurred (ref {ref}).", ref=ref)

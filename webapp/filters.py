@@ -1,0 +1,63 @@
+"""Template filters that turn record values into words for people."""
+
+import time
+
+from flask import Flask
+
+LABELS = {
+    "queued": "Queued",
+    "running": "Running",
+    "retrying": "Retrying",
+    "succeeded": "Succeeded",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+    "lost": "Lost",
+    "expired": "Expired",
+}
+
+
+def init_app(app: Flask) -> None:
+    for function in (iso, when, filesize, duration, relative, state_label):
+        app.add_template_filter(function)
+
+
+def iso(timestamp: float | None) -> str | None:
+    """ISO 8601 in UTC, with milliseconds."""
+    if timestamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}Z"
+
+
+def when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+
+
+def filesize(size: int) -> str:
+    for unit in ("bytes", "KiB", "MiB"):
+        if size < 1024 or unit == "MiB":
+            return f"{size:,} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def duration(seconds: float) -> str:
+    """A short, rounded duration: "0.4 s", "12 s", "3 min 5 s", "2 h 1 min"."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def relative(timestamp: float, now: float) -> str:
+    delta = timestamp - now
+    return "in " + duration(delta) if delta > 0.5 else "any moment now"
+
+
+def state_label(state: str, job=None) -> str:
+    if job is not None and job.cancel_requested and state == "running":
+        return "Cancelling…"
+    return LABELS.get(state, state)

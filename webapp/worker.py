@@ -1,0 +1,243 @@
+"""The worker side: the Huey instance, the one task that runs every job, and
+the signal handlers and heartbeats that keep each job's record truthful.
+
+Every kind of job runs through the single Huey task ``run_job(job_id)``. It
+reads the job's record, runs the kind's function with a ``JobContext`` and
+writes the outcome back. Huey's signals cover what the task itself cannot see:
+unexpected errors and retries, queue expiry and a consumer being stopped.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+
+from huey import RedisHuey, SqliteHuey, signals
+from huey.api import Huey, Task
+from huey.exceptions import TaskTimeout
+
+from .config import Settings
+from .store import CANCELLED, FAILED, QUEUED, RETRYING, RUNNING, SUCCEEDED, JobStore, open_store
+
+logger = logging.getLogger("tasklight.worker")
+
+#: Job functions by kind, filled in by ``@job_kind`` in tasks.py.
+JOB_FUNCTIONS: dict[str, Callable] = {}
+
+
+def job_kind(name: str) -> Callable[[Callable], Callable]:
+    """Register a function as the body of the jobs of kind ``name``."""
+
+    def register(func: Callable) -> Callable:
+        JOB_FUNCTIONS[name] = func
+        return func
+
+    return register
+
+
+class JobError(Exception):
+    """A failure whose message is written for the job's owner and shown as is."""
+
+
+class JobCancelled(Exception):
+    """Raised inside a job at a progress report once its owner asked it to stop."""
+
+
+class Superseded(Exception):
+    """This attempt no longer owns the job (it was marked lost or re-queued)."""
+
+
+class JobContext:
+    """What a running job sees: its upload, progress reporting and cancellation."""
+
+    #: Progress writes closer together than this are skipped (the last one never is).
+    min_interval = 0.1
+
+    def __init__(self, store: JobStore, job_id: str, attempt: int, task: Task | None = None):
+        self.store = store
+        self.job_id = job_id
+        self.attempt = attempt
+        self.task = task
+        self._last_write = 0.0
+
+    def report(self, done: float, total: float | None = None, message: str = "") -> None:
+        """Record progress, and stop the job here if it was cancelled or ran out of time.
+
+        :raises JobCancelled: the owner asked the job to stop.
+        :raises TaskTimeout: the kind's time limit has passed.
+        """
+        if self.task is not None:
+            self.task.check_timeout()
+        now = time.monotonic()
+        finished = total is not None and done >= total
+        if now - self._last_write < self.min_interval and not finished:
+            return
+        self._last_write = now
+        progress = {"done": done, "total": total, "message": message}
+        job = self.store.update(
+            self.job_id,
+            {"progress": progress, "heartbeat_at": time.time()},
+            states={RUNNING},
+            attempt=self.attempt,
+        )
+        if job is None:
+            raise Superseded(self.job_id)
+        if job.cancel_requested:
+            raise JobCancelled(self.job_id)
+
+    def upload(self) -> io.BytesIO:
+        """The file uploaded with the job, read from the store so any host can run it."""
+        return io.BytesIO(self.store.upload(self.job_id) or b"")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def error_ref(job_id: str, attempt: int) -> str:
+    """A short reference shown to the owner and logged beside the traceback."""
+    return f"{job_id[:8]}-{attempt}"
+
+
+class Heartbeat:
+    """Renews, every few seconds, this process's liveness and that of its running jobs.
+
+    It also reaps: any consumer marks stale jobs lost and purges expired ones,
+    so no separate scheduler is needed. One thread per process.
+    """
+
+    def __init__(self, store: JobStore, interval: float):
+        self.store = store
+        self.interval = interval
+        self.running: dict[str, int] = {}
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def ensure_started(self) -> None:
+        # A forked worker process inherits the object but not the thread.
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="tasklight-heartbeat", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.beat()
+            except Exception:
+                logger.exception("heartbeat failed; will try again")
+            time.sleep(self.interval)
+
+    def beat(self) -> None:
+        self.store.beat_worker(worker_name())
+        now = time.time()
+        for job_id, attempt in list(self.running.items()):
+            self.store.update(job_id, {"heartbeat_at": now}, states={RUNNING}, attempt=attempt)
+        self.store.reap()
+
+
+def create_huey(settings: Settings | None = None, store: JobStore | None = None) -> Huey:
+    """Build the Huey instance and job store that ``settings`` select, with the job task registered.
+
+    The web app and the consumer each call this; they agree because the task
+    is registered under the same name and both read the same settings.
+    """
+    settings = settings or Settings.from_env()
+    store = store or open_store(settings)
+    if settings.REDIS_URL:
+        huey = RedisHuey("tasklight", url=settings.REDIS_URL, results=False)
+    else:
+        huey = SqliteHuey("tasklight", filename=settings.database_path, results=False)
+    huey.tasklight_store = store
+    heartbeat = Heartbeat(store, settings.HEARTBEAT_INTERVAL)
+
+    @huey.task(context=True, name="run_job")
+    def run_job(job_id: str, task: Task) -> None:
+        """Run one attempt of a job and record how it ended."""
+        job = store.start(job_id, worker_name())
+        if job is None:
+            logger.info("job %s is no longer waiting to run; skipped", job_id)
+            return
+        heartbeat.ensure_started()
+        heartbeat.running[job_id] = job.attempt
+        task.tasklight_attempt = job.attempt
+        guard = {"states": {RUNNING}, "attempt": job.attempt}
+        context = JobContext(store, job_id, job.attempt, task)
+        try:
+            function = JOB_FUNCTIONS[job.kind]
+            result = function(context, **job.inputs)
+        except JobCancelled:
+            store.finish(job_id, CANCELLED, {"progress": {**job.progress, "message": "Cancelled."}}, **guard)
+        except JobError as exc:
+            store.finish(
+                job_id, FAILED, {"error": {"message": str(exc), "ref": error_ref(job_id, job.attempt)}}, **guard
+            )
+        except TaskTimeout:
+            message = f"The job was stopped after {task.timeout:g} s, its time limit."
+            store.finish(
+                job_id, FAILED, {"error": {"message": message, "ref": error_ref(job_id, job.attempt)}}, **guard
+            )
+        except Superseded:
+            logger.warning("job %s attempt %s was superseded; its result is dropped", job_id, job.attempt)
+        else:
+            store.finish(job_id, SUCCEEDED, {"result": result}, **guard)
+        finally:
+            heartbeat.running.pop(job_id, None)
+
+    @huey.signal(signals.SIGNAL_ERROR)
+    def on_error(signal: str, task: Task, exc: BaseException) -> None:
+        # Unexpected errors reach Huey, which retries while the task has retries left.
+        attempt = getattr(task, "tasklight_attempt", None)
+        if attempt is None:
+            return
+        details = "".join(traceback.format_exception(exc))
+        store.update(task.id, {"traceback": details}, states={RUNNING}, attempt=attempt)
+        if not task.retries:
+            message = f"The job failed (ref {error_ref(task.id, attempt)})."
+            store.finish(
+                task.id,
+                FAILED,
+                {"error": {"message": message, "ref": error_ref(task.id, attempt)}},
+                states={RUNNING},
+                attempt=attempt,
+            )
+
+    @huey.signal(signals.SIGNAL_RETRYING)
+    def on_retrying(signal: str, task: Task) -> None:
+        changes = {"state": RETRYING, "next_attempt_at": time.time() + (task.retry_delay or 0)}
+        store.update(task.id, changes, states={RUNNING}, attempt=getattr(task, "tasklight_attempt", None))
+
+    @huey.signal(signals.SIGNAL_EXPIRED)
+    def on_expired(signal: str, task: Task) -> None:
+        job = store.update(task.id, {}, states={QUEUED, RETRYING})
+        if job is not None:
+            store.mark_expired(job)
+
+    @huey.signal(signals.SIGNAL_INTERRUPTED)
+    def on_interrupted(signal: str, task: Task) -> None:
+        # The consumer is shutting down without waiting: put the job back in
+        # the queue so that the next consumer starts it again from the top.
+        attempt = getattr(task, "tasklight_attempt", None)
+        message = "The worker was stopped; the job will start again on the next worker."
+        changes = {
+            "state": RETRYING,
+            "next_attempt_at": None,
+            "progress": {"done": 0, "total": None, "message": message},
+        }
+        if store.update(task.id, changes, states={RUNNING}, attempt=attempt) is not None:
+            heartbeat.running.pop(task.id, None)
+            huey.enqueue(task)
+
+    @huey.on_startup()
+    def start_heartbeat() -> None:
+        heartbeat.ensure_started()
+
+    huey.run_job = run_job
+    huey.tasklight_heartbeat = heartbeat
+    return huey
