@@ -53,6 +53,13 @@ class TimerForm(JobForm):
         description="Stop the job if it runs longer than this.",
     )
 
+    start_within = DecimalField(
+        "Start within (seconds)",
+        places=None,
+        validators=[Optional(), NumberRange(min=0.1, max=86400, message="Enter 0.1 to 86400 seconds, or nothing.")],
+        description="If no worker starts the job in time, it expires without running.",
+    )
+
     def inputs(self) -> dict:
         return {
             "seconds": float(self.seconds.data),
@@ -61,7 +68,12 @@ class TimerForm(JobForm):
         }
 
     def options(self) -> dict:
-        return {"time_limit": float(self.time_limit.data)} if self.time_limit.data else {}
+        options = {}
+        if self.time_limit.data:
+            options["time_limit"] = float(self.time_limit.data)
+        if self.start_within.data:
+            options["queue_expiry"] = float(self.start_within.data)
+        return options
 
 
 class ChecksumForm(JobForm):

@@ -9,6 +9,8 @@ unexpected errors and retries, queue expiry and a consumer being stopped.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import io
 import logging
 import os
@@ -163,6 +165,8 @@ def create_huey(settings: Settings | None = None, store: JobStore | None = None)
         job = store.start(job_id, worker_name())
         if job is None:
             logger.info("job %s is no longer waiting to run; skipped", job_id)
+            with contextlib.suppress(LookupError):
+                store.get(job_id)  # A read marks a job that missed its start deadline as expired.
             return
         heartbeat.ensure_started()
         heartbeat.running[job_id] = job.attempt
@@ -232,7 +236,12 @@ def create_huey(settings: Settings | None = None, store: JobStore | None = None)
         }
         if store.update(task.id, changes, states={RUNNING}, attempt=attempt) is not None:
             heartbeat.running.pop(task.id, None)
-            huey.enqueue(task)
+            # Schedule it a moment ahead rather than enqueue it: this consumer's
+            # idle workers may still be blocked on the queue and would take it
+            # with them as the process exits. The next consumer's scheduler
+            # moves it to the queue.
+            task.eta = huey._get_timestamp() + datetime.timedelta(seconds=2)
+            huey.add_schedule(task)
 
     @huey.on_startup()
     def start_heartbeat() -> None:
