@@ -77,7 +77,9 @@ def settings(backend, tmp_path, request) -> dict:
 
 @pytest.fixture
 def app(settings):
-    return create_app({"TESTING": True, "SECRET_KEY": "test", **settings})
+    app = create_app({"TESTING": True, "SECRET_KEY": "test", **settings})
+    yield app
+    app.extensions["tasklight"].close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import io
 import signal
 import time
 
-import pytest
 from helpers import job_id_from, soup, submit, wait_for
 
 JSON = {"Accept": "application/json"}
@@ -212,7 +211,12 @@ def test_queued_job_without_workers_says_so(client, start_consumer):
 
 def test_purged_job_answers_410_with_its_time_and_unknown_404(app, client, consumer):
     job_id = job_id_from(
-        submit(client, "checksum", {"algorithm": "md5", "file": (io.BytesIO(b"x"), "x")}, content_type="multipart/form-data")
+        submit(
+            client,
+            "checksum",
+            {"algorithm": "md5", "file": (io.BytesIO(b"x"), "x")},
+            content_type="multipart/form-data",
+        )
     )
     wait_for(client, job_id, "succeeded")
     store = app.extensions["tasklight"].store

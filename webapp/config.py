@@ -21,6 +21,10 @@ class Settings:
     DATABASE: str = ""
     #: When set, Redis holds the queue and the job records instead.
     REDIS_URL: str = ""
+    #: ``host:port,host:port`` of Redis Sentinels; the pool then follows the master they name.
+    REDIS_SENTINELS: str = ""
+    #: The Sentinel service (master) name.
+    REDIS_SENTINEL_SERVICE: str = "mymaster"
     #: Seconds a finished job (and its upload) is kept before it is purged.
     JOB_RETENTION: float = 7 * 24 * 3600
     #: Seconds a purged id keeps answering 410 rather than 404.

@@ -31,6 +31,14 @@ class Tasklight:
         self.store = store
         self.huey = huey
 
+    def close(self) -> None:
+        """Release the connections of the store and the queue."""
+        self.store.close()
+        if hasattr(self.huey.storage, "pool"):
+            self.huey.storage.pool.disconnect()
+        else:
+            self.huey.storage.close()
+
     def submit(
         self,
         kind: Kind,

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import redis
+from redis.connection import parse_url
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 QUEUED, RUNNING, RETRYING = "queued", "running", "retrying"
 SUCCEEDED, FAILED, CANCELLED, LOST, EXPIRED = (
@@ -259,6 +261,9 @@ class JobStore:
 
     # Primitives each backend provides.
 
+    def close(self) -> None:
+        """Release this process's connections."""
+
     def ping(self) -> None:
         raise NotImplementedError
 
@@ -351,6 +356,12 @@ class SqliteStore(JobStore):
                 raise StoreUnavailable(str(exc)) from exc
             self._local.conn = conn
         return _Guarded(conn)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
     def ping(self) -> None:
         with self._connect() as conn:
@@ -506,6 +517,9 @@ class RedisStore(JobStore):
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
+    def close(self) -> None:
+        self.redis.connection_pool.disconnect()
+
     def ping(self) -> None:
         with _redis_errors():
             self.redis.ping()
@@ -518,6 +532,7 @@ class RedisStore(JobStore):
         index = self.key("owner", owner) if owner is not None else self.key("all")
         top = f"({before[0]!r}" if before else "+inf"
         jobs: list[Job] = []
+        seen: set[str] = set()
         offset, batch = 0, max(limit * 4, 100)
         with _redis_errors():
             # Filtering happens here, so read the index in batches until the
@@ -534,6 +549,10 @@ class RedisStore(JobStore):
                     if raw is None:
                         continue
                     job = Job.from_json(raw)
+                    # A job created between two batches shifts the offsets, so one may be read twice.
+                    if job.id in seen:
+                        continue
+                    seen.add(job.id)
                     if (state is None or job.state == state) and (kind is None or job.kind == kind):
                         jobs.append(job)
                 if len(ids) < batch:
@@ -661,6 +680,24 @@ class _redis_errors:
             raise StoreUnavailable(str(exc)) from exc
 
 
+def redis_pool(settings) -> redis.ConnectionPool:
+    """A connection pool for REDIS_URL, through Redis Sentinel when sentinels are configured.
+
+    With sentinels, REDIS_URL still gives the database number and credentials;
+    its host is ignored, since the sentinels say which server is the master.
+    """
+    if not settings.REDIS_SENTINELS:
+        return redis.ConnectionPool.from_url(settings.REDIS_URL)
+    options = parse_url(settings.REDIS_URL)
+    options.pop("host", None)
+    options.pop("port", None)
+    sentinels = [
+        (host, int(port)) for host, _, port in (s.strip().rpartition(":") for s in settings.REDIS_SENTINELS.split(","))
+    ]
+    manager = Sentinel(sentinels, sentinel_kwargs={"socket_timeout": 1})
+    return SentinelConnectionPool(settings.REDIS_SENTINEL_SERVICE, manager, **options)
+
+
 def open_store(settings, connection_pool: redis.ConnectionPool | None = None) -> JobStore:
     """Build the store that ``settings`` select: Redis if REDIS_URL is set, else SQLite."""
     options = {
@@ -669,7 +706,7 @@ def open_store(settings, connection_pool: redis.ConnectionPool | None = None) ->
         "heartbeat_timeout": settings.HEARTBEAT_TIMEOUT,
     }
     if settings.REDIS_URL:
-        pool = connection_pool or redis.ConnectionPool.from_url(settings.REDIS_URL)
+        pool = connection_pool or redis_pool(settings)
         return RedisStore(redis.Redis(connection_pool=pool), **options)
     os.makedirs(os.path.dirname(settings.database_path) or ".", exist_ok=True)
     return SqliteStore(settings.database_path, **options)

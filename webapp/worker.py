@@ -153,7 +153,8 @@ def create_huey(settings: Settings | None = None, store: JobStore | None = None)
     settings = settings or Settings.from_env()
     store = store or open_store(settings)
     if settings.REDIS_URL:
-        huey = RedisHuey("tasklight", url=settings.REDIS_URL, results=False)
+        # Share the store's pool, so that a Sentinel setup covers the queue too.
+        huey = RedisHuey("tasklight", connection_pool=store.redis.connection_pool, results=False)
     else:
         huey = SqliteHuey("tasklight", filename=settings.database_path, results=False)
     huey.tasklight_store = store

@@ -1,0 +1,222 @@
+"""The store's contract, against real SQLite and a real (private) Redis."""
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+import redis
+from conftest import free_port
+
+from webapp.config import Settings
+from webapp.store import (
+    CANCELLED,
+    EXPIRED,
+    FAILED,
+    LOST,
+    QUEUED,
+    RETRYING,
+    RUNNING,
+    SUCCEEDED,
+    Job,
+    JobExpired,
+    JobNotFound,
+    RedisStore,
+    SqliteStore,
+    StoreUnavailable,
+    new_id,
+    open_store,
+)
+from webapp.worker import create_huey
+
+
+@pytest.fixture
+def store(settings):
+    store = open_store(Settings.from_mapping(settings))
+    yield store
+    store.close()
+
+
+def make(store, owner="alice", **fields) -> Job:
+    return store.create(Job(id=new_id(), kind="timer", owner=owner, inputs={"seconds": 1}, **fields))
+
+
+def test_create_then_get_round_trips(store):
+    job = make(store, upload={"name": "a.csv", "size": 3})
+    store.create(Job(id=new_id(), kind="checksum", owner="bob"), upload=b"abc")
+    loaded = store.get(job.id)
+    assert loaded == job
+    assert store.upload(job.id) is None
+
+
+def test_upload_travels_with_the_job(store):
+    job = store.create(Job(id=new_id(), kind="checksum", owner="bob"), upload=b"\x00\xffdata")
+    assert store.upload(job.id) == b"\x00\xffdata"
+
+
+def test_unknown_id_is_not_found(store):
+    with pytest.raises(JobNotFound):
+        store.get(new_id())
+
+
+def test_get_for_hides_other_owners_jobs(store):
+    job = make(store, owner="alice")
+    assert store.get_for(job.id, "alice").id == job.id
+    with pytest.raises(JobNotFound):
+        store.get_for(job.id, "mallory")
+
+
+def test_update_is_guarded_by_state_and_attempt(store):
+    job = make(store)
+    assert store.update(job.id, {"state": RUNNING}, states={RETRYING}) is None
+    started = store.start(job.id, "host:1")
+    assert (started.state, started.attempt, started.worker) == (RUNNING, 1, "host:1")
+    assert store.update(job.id, {"progress": {"done": 1}}, states={RUNNING}, attempt=2) is None
+    updated = store.update(job.id, {"progress": {"done": 1}}, states={RUNNING}, attempt=1)
+    assert updated.progress == {"done": 1}
+    assert updated.version == started.version + 1
+
+
+def test_states_only_move_forward(store):
+    job = make(store)
+    assert store.update(job.id, {"state": SUCCEEDED}) is None  # queued cannot succeed without running
+    store.start(job.id, "w")
+    assert store.finish(job.id, SUCCEEDED, {"result": 1}).state == SUCCEEDED
+    for state in (QUEUED, RUNNING, FAILED, CANCELLED, LOST):
+        assert store.update(job.id, {"state": state}) is None
+    assert store.get(job.id).state == SUCCEEDED
+    assert store.start(job.id, "w") is None
+
+
+def test_finish_sets_finished_and_expiry(store):
+    job = make(store)
+    store.start(job.id, "w")
+    done = store.finish(job.id, FAILED, {"error": {"message": "no"}})
+    assert done.finished_at is not None
+    assert done.expires_at == pytest.approx(done.finished_at + store.retention)
+
+
+def test_concurrent_updates_are_never_lost(store):
+    job = make(store)
+    store.start(job.id, "w")
+    per_thread, threads = 25, 4
+
+    def bump():
+        for _ in range(per_thread):
+            store._update(job.id, lambda j: Job(**{**j.__dict__, "progress": {"done": j.progress.get("done", 0) + 1}}))
+
+    workers = [threading.Thread(target=bump) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert store.get(job.id).progress["done"] == per_thread * threads
+
+
+def test_a_stale_running_job_is_lost_on_read_and_by_the_reaper(store):
+    read, reaped = make(store), make(store)
+    for job in (read, reaped):
+        store.start(job.id, "w")
+        store.update(job.id, {"heartbeat_at": time.time() - store.heartbeat_timeout - 1})
+    assert store.get(read.id).state == LOST
+    assert store.reap() == 1
+    assert store._load(reaped.id).state == LOST
+    assert store.get(read.id).error["message"] == "The worker running this job stopped."
+
+
+def test_a_job_past_its_start_deadline_expires(store):
+    job = make(store, start_by=time.time() - 1)
+    assert store.start(job.id, "w") is None
+    assert store.get(job.id).state == EXPIRED
+    other = make(store, start_by=time.time() - 1)
+    store.reap()
+    assert store._load(other.id).state == EXPIRED
+
+
+def test_purged_jobs_answer_expired_with_the_time(store):
+    job = store.create(Job(id=new_id(), kind="checksum", owner="a"), upload=b"x")
+    store.start(job.id, "w")
+    store.finish(job.id, SUCCEEDED)
+    store.update(job.id, {"expires_at": time.time() - 1})
+    before = time.time()
+    store.reap()
+    with pytest.raises(JobExpired) as caught:
+        store.get(job.id)
+    assert caught.value.expired_at >= before
+    assert store.upload(job.id) is None
+    assert store.list(owner="a") == []
+
+
+def test_list_is_newest_first_filtered_and_paged(store):
+    now = time.time()
+    jobs = [make(store, owner="alice", created_at=now + i) for i in range(5)]
+    make(store, owner="bob")
+    store.start(jobs[1].id, "w")
+    assert [j.id for j in store.list(owner="alice")] == [j.id for j in reversed(jobs)]
+    assert [j.id for j in store.list(owner="alice", state=RUNNING)] == [jobs[1].id]
+    page = store.list(owner="alice", limit=2)
+    rest = store.list(owner="alice", before=(page[-1].created_at, page[-1].id), limit=10)
+    assert [j.id for j in page + rest] == [j.id for j in reversed(jobs)]
+
+
+def test_counts_and_workers(store):
+    make(store)
+    store.start(make(store).id, "w")
+    assert store.counts() == {QUEUED: 1, RUNNING: 1}
+    store.beat_worker("host:1")
+    assert store.live_workers() == ["host:1"]
+
+
+def test_redis_down_raises_store_unavailable():
+    pool = redis.ConnectionPool.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    store = RedisStore(redis.Redis(connection_pool=pool), retention=1, tombstone_retention=1, heartbeat_timeout=1)
+    with pytest.raises(StoreUnavailable):
+        store.get(new_id())
+    with pytest.raises(StoreUnavailable):
+        store.create(Job(id=new_id(), kind="timer", owner="a"))
+    store.close()
+
+
+def test_sqlite_unreadable_raises_store_unavailable(tmp_path):
+    store = SqliteStore(str(tmp_path / "t.db"), retention=1, tombstone_retention=1, heartbeat_timeout=1)
+    job = make(store)
+    os.remove(tmp_path / "t.db")
+    (tmp_path / "t.db").mkdir()  # the file is now a directory: any new connection fails
+    fresh = SqliteStore.__new__(SqliteStore)
+    fresh.__dict__.update(store.__dict__, _local=threading.local())
+    with pytest.raises(StoreUnavailable):
+        fresh.get(job.id)
+
+
+def test_sentinel_pool_reaches_the_master(redis_server, tmp_path):
+    """REDIS_SENTINELS makes store and queue follow the master that a real Sentinel names."""
+    port = int(redis_server.rsplit(":", 1)[1].split("/")[0])
+    sentinel_port = free_port()
+    config = tmp_path / "sentinel.conf"
+    config.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\nsentinel monitor mymaster 127.0.0.1 {port} 1\n"
+    )
+    proc = subprocess.Popen([shutil.which("redis-server"), str(config), "--sentinel"], stdout=subprocess.DEVNULL)
+    try:
+        settings = Settings(REDIS_URL="redis://unused/0", REDIS_SENTINELS=f"127.0.0.1:{sentinel_port}")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                store = open_store(settings)
+                store.ping()
+                break
+            except StoreUnavailable:
+                store.close()
+                assert time.monotonic() < deadline, "the sentinel did not come up"
+                time.sleep(0.1)
+        job = make(store)
+        assert redis.Redis.from_url(redis_server).exists(f"tasklight:job:{job.id}")
+        huey = create_huey(settings, store)
+        huey.enqueue(huey.run_job.s(job.id, id=job.id))
+        assert huey.pending_count() == 1
+        store.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
