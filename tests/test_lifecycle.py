@@ -6,7 +6,10 @@ import io
 import signal
 import time
 
+from conftest import Consumer
 from helpers import job_id_from, soup, submit, wait_for
+
+from webapp import create_app
 
 JSON = {"Accept": "application/json"}
 
@@ -229,3 +232,21 @@ def test_purged_job_answers_410_with_its_time_and_unknown_404(app, client, consu
     assert client.get(f"/jobs/{job_id}", headers=JSON).get_json()["expired_at"]
     assert store.upload(job_id) is None
     assert client.get("/jobs/" + "f" * 32).status_code == 404
+
+
+def test_the_consumer_purges_jobs_after_their_retention(settings, tmp_path):
+    settings["JOB_RETENTION"] = 0.5
+    app = create_app({"TESTING": True, "SECRET_KEY": "t", **settings})
+    client = app.test_client()
+    consumer = Consumer(settings, tmp_path / "purging-consumer.log").start()
+    try:
+        job_id = job_id_from(submit(client, "timer", {"seconds": "0"}))
+        deadline = time.monotonic() + 10
+        while (response := client.get(f"/jobs/{job_id}")).status_code != 410:
+            assert response.status_code == 200
+            assert time.monotonic() < deadline, "the job was not purged"
+            time.sleep(0.1)
+        assert "result expired at" in soup(response).get_text()
+    finally:
+        consumer.stop()
+        app.extensions["tasklight"].close()
