@@ -273,12 +273,18 @@ def test_distinct_cap(monkeypatch):
     assert (exact["distinct"], exact["distinct_capped"]) == (3, False)
 
 
+def fake_url_for(endpoint: str, **values) -> str:
+    """The partial's download links, without an app."""
+    return f"/{endpoint}/{values.get('fmt')}"
+
+
 def test_partial_escapes_and_draws_histograms():
     hostile = '<script>alert(1)</script>,"""><img src=x>",n,x'
     rows = "".join(f"{i},<b>{i}</b>,{i / 4},{i % 3}\n" for i in range(20))
     result = profile(f"{hostile}\n{rows}")
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True)
-    html = env.get_template("results/csv_profile.html").render(job=SimpleNamespace(id="job1", result=result))
+    job = SimpleNamespace(id="job1", result=result)
+    html = env.get_template("results/csv_profile.html").render(job=job, url_for=fake_url_for)
     soup = BeautifulSoup(html, "html.parser")
     assert soup.find("script") is None and soup.find("img") is None and soup.find("b") is None
     assert "<script>alert(1)</script>" in soup.get_text()
@@ -300,7 +306,8 @@ def test_partial_shows_capped_distinct_and_formats_numbers(monkeypatch):
     monkeypatch.setattr(profiling, "DISTINCT_CAP", 2)
     result = profile("v,n\na,1.5\nb,1.5\nc,4\n")
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
-    html = env.get_template("results/csv_profile.html").render(job=SimpleNamespace(id="job1", result=result))
+    job = SimpleNamespace(id="job1", result=result)
+    html = env.get_template("results/csv_profile.html").render(job=job, url_for=fake_url_for)
     cells = [
         [td.get_text(strip=True) for td in tr.find_all("td")] for tr in BeautifulSoup(html, "html.parser").tbody("tr")
     ]

@@ -35,12 +35,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     csrf.init_app(app)
     _init_service(app)
 
-    from . import errors, filters, jobs, pages
+    from . import admin, cli, downloads, errors, filters, jobs, pages, security
 
-    app.register_blueprint(pages.bp)
-    app.register_blueprint(jobs.bp)
+    for blueprint in (pages.bp, jobs.bp, downloads.bp, admin.bp):
+        app.register_blueprint(blueprint)
+    app.cli.add_command(cli.jobs)
     errors.init_app(app)
     filters.init_app(app)
+    security.init_app(app)
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 import uuid
 
@@ -129,7 +130,8 @@ def submit(kind_name: str):
     form = kind.form()
     if not form.validate():
         if wants_json():
-            return jsonify(error="The form has errors.", fields=form.errors), 400
+            messages = {name: " ".join(errors) for name, errors in form.errors.items()}
+            return jsonify(error="The form has errors.", fields=messages), 400
         return render_template("pages/form.html", kind=kind, form=form), 400
     file = form.upload()
     upload = None
@@ -225,12 +227,12 @@ def job_listing() -> dict:
     if kind is not None and kind not in KINDS:
         abort(400, description=f"“{kind}” is not a kind of job.")
     before = request.args.get("before") or None
+    # Parse the cursor even when there is nothing to list, so that a bad one is always a 400.
+    cursor = parse_cursor(before)
     owner = current_owner()
     jobs = []
     if owner:
-        jobs = service().store.list(
-            owner=owner, state=state, kind=kind, before=parse_cursor(before), limit=PAGE_SIZE + 1
-        )
+        jobs = service().store.list(owner=owner, state=state, kind=kind, before=cursor, limit=PAGE_SIZE + 1)
     more = len(jobs) > PAGE_SIZE
     jobs = jobs[:PAGE_SIZE]
     return {
@@ -251,6 +253,10 @@ def parse_cursor(value: str | None) -> tuple[float, str] | None:
         return None
     created, _, job_id = value.partition("_")
     try:
-        return float(created), job_id
+        at = float(created)
     except ValueError:
+        at = math.nan
+    # float() also accepts "nan" and "inf", which Redis refuses as a score bound (a 500, not a 400).
+    if not math.isfinite(at) or not job_id:
         abort(400, description="The page link is not valid. Start again from the first page.")
+    return at, job_id

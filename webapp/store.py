@@ -52,9 +52,10 @@ class JobNotFound(LookupError):
 class JobExpired(LookupError):
     """The job existed but was purged at ``expired_at``: answered with 410."""
 
-    def __init__(self, job_id: str, expired_at: float):
+    def __init__(self, job_id: str, expired_at: float, owner: str):
         super().__init__(job_id)
         self.expired_at = expired_at
+        self.owner = owner
 
 
 def new_id() -> str:
@@ -148,9 +149,9 @@ class JobStore:
         """
         job = self._load(job_id)
         if job is None:
-            expired_at = self._tombstone(job_id)
-            if expired_at is not None:
-                raise JobExpired(job_id, expired_at)
+            tombstone = self._tombstone(job_id)
+            if tombstone is not None:
+                raise JobExpired(job_id, *tombstone)
             raise JobNotFound(job_id)
         if self.is_stale(job, time.time()):
             job = self.mark_lost(job) or self._load(job_id) or job
@@ -159,8 +160,16 @@ class JobStore:
         return job
 
     def get_for(self, job_id: str, owner: str | None) -> Job:
-        """Return the job if ``owner`` owns it (None: anyone); otherwise not found."""
-        job = self.get(job_id)
+        """Return the job if ``owner`` owns it (None: anyone); otherwise not found.
+
+        A purged job is expired only for its owner; to anyone else it never existed.
+        """
+        try:
+            job = self.get(job_id)
+        except JobExpired as exc:
+            if owner is not None and exc.owner != owner:
+                raise JobNotFound(job_id) from None
+            raise
         if owner is not None and job.owner != owner:
             raise JobNotFound(job_id)
         return job
@@ -287,7 +296,8 @@ class JobStore:
     def _load(self, job_id: str) -> Job | None:
         raise NotImplementedError
 
-    def _tombstone(self, job_id: str) -> float | None:
+    def _tombstone(self, job_id: str) -> tuple[float, str] | None:
+        """When a purged job expired, and whose it was."""
         raise NotImplementedError
 
     def _insert(self, job: Job, upload: bytes | None) -> None:
@@ -331,7 +341,7 @@ create index if not exists jobs_created on jobs (created_at desc, id desc);
 create index if not exists jobs_state on jobs (state);
 create index if not exists jobs_expires on jobs (expires_at);
 create table if not exists uploads (job_id text primary key, content blob not null);
-create table if not exists tombstones (id text primary key, expired_at real not null);
+create table if not exists tombstones (id text primary key, expired_at real not null, owner text not null);
 create table if not exists workers (name text primary key, seen_at real not null);
 """
 
@@ -399,10 +409,10 @@ class SqliteStore(JobStore):
             row = conn.execute("select data from jobs where id = ?", (job_id,)).fetchone()
         return Job.from_json(row[0]) if row else None
 
-    def _tombstone(self, job_id: str) -> float | None:
+    def _tombstone(self, job_id: str) -> tuple[float, str] | None:
         with self._connect() as conn:
-            row = conn.execute("select expired_at from tombstones where id = ?", (job_id,)).fetchone()
-        return row[0] if row else None
+            row = conn.execute("select expired_at, owner from tombstones where id = ?", (job_id,)).fetchone()
+        return tuple(row) if row else None
 
     def _insert(self, job: Job, upload: bytes | None) -> None:
         with self._connect() as conn:
@@ -462,9 +472,14 @@ class SqliteStore(JobStore):
         with self._connect() as conn:
             conn.execute("begin immediate")
             try:
-                if conn.execute("delete from jobs where id = ?", (job_id,)).rowcount:
+                row = conn.execute("select owner from jobs where id = ?", (job_id,)).fetchone()
+                if row is not None:
+                    conn.execute("delete from jobs where id = ?", (job_id,))
                     conn.execute("delete from uploads where job_id = ?", (job_id,))
-                    conn.execute("insert or replace into tombstones (id, expired_at) values (?, ?)", (job_id, now))
+                    conn.execute(
+                        "insert or replace into tombstones (id, expired_at, owner) values (?, ?, ?)",
+                        (job_id, now, row[0]),
+                    )
                 conn.execute("commit")
             except BaseException:
                 conn.execute("rollback")
@@ -504,7 +519,7 @@ class RedisStore(JobStore):
     """Records in Redis, shared by any number of web and worker hosts.
 
     Keys, all under ``prefix``: ``job:<id>`` (the record as JSON),
-    ``upload:<id>``, ``tomb:<id>`` (expiry time, with a TTL), the sorted sets
+    ``upload:<id>``, ``tomb:<id>`` (expiry time and owner, with a TTL), the sorted sets
     ``all`` and ``owner:<owner>`` (by creation time), ``finished`` (by expiry
     time), the set ``running`` and the sorted set ``workers`` (by last beat).
     """
@@ -585,10 +600,13 @@ class RedisStore(JobStore):
             raw = self.redis.get(self.key("job", job_id))
         return Job.from_json(raw) if raw else None
 
-    def _tombstone(self, job_id: str) -> float | None:
+    def _tombstone(self, job_id: str) -> tuple[float, str] | None:
         with _redis_errors():
             raw = self.redis.get(self.key("tomb", job_id))
-        return float(raw) if raw else None
+        if not raw:
+            return None
+        tombstone = json.loads(raw)
+        return tombstone["expired_at"], tombstone["owner"]
 
     def _insert(self, job: Job, upload: bytes | None) -> None:
         with _redis_errors(), self.redis.pipeline() as pipe:
@@ -650,7 +668,8 @@ class RedisStore(JobStore):
                 return
             with self.redis.pipeline() as pipe:
                 pipe.delete(self.key("job", job_id), self.key("upload", job_id))
-                pipe.set(self.key("tomb", job_id), repr(now), ex=int(self.tombstone_retention) or None)
+                tombstone = json.dumps({"expired_at": now, "owner": job.owner})
+                pipe.set(self.key("tomb", job_id), tombstone, ex=int(self.tombstone_retention) or None)
                 pipe.zrem(self.key("all"), job_id)
                 pipe.zrem(self.key("owner", job.owner), job_id)
                 pipe.zrem(self.key("finished"), job_id)

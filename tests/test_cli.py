@@ -1,0 +1,75 @@
+"""``flask jobs ...``: the same store and service code, from a shell."""
+
+import json
+
+import pytest
+
+from webapp.kinds import KINDS
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def submit(app, owner: str = "owner-1", **inputs) -> str:
+    return app.extensions["tasklight"].submit(KINDS["timer"], owner, {"seconds": 30, **inputs}).id
+
+
+def run(runner, *args: str, code: int = 0):
+    result = runner.invoke(args=["jobs", *args])
+    assert result.exit_code == code, result.output
+    return result
+
+
+def test_list_filters_and_shows_every_owner(app, runner):
+    first, second = submit(app, "alice"), submit(app, "bob")
+    app.extensions["tasklight"].cancel(app.extensions["tasklight"].store.get(first))
+    lines = run(runner, "list").output.splitlines()
+    assert [line.split()[0] for line in lines] == [second, first]
+    assert lines[1].split()[1:3] == ["cancelled", "timer"]
+    assert lines[1].endswith("alice")
+    assert run(runner, "list", "--state", "queued").output.split()[0] == second
+    assert run(runner, "list", "--owner", "alice").output.split()[0] == first
+    assert run(runner, "list", "--kind", "checksum").output == ""
+    assert "Invalid value" in run(runner, "list", "--state", "bogus", code=2).output
+
+
+def test_show_prints_the_whole_record(app, runner):
+    job_id = submit(app)
+    record = json.loads(run(runner, "show", job_id).output)
+    assert (record["id"], record["owner"], record["state"]) == (job_id, "owner-1", "queued")
+    assert "traceback" in record
+    assert record["created_at"].endswith("Z")
+    assert "no job" in run(runner, "show", "0" * 32, code=1).output
+
+
+def test_cancel_then_retry(app, runner):
+    job_id = submit(app)
+    assert "only an ended" in run(runner, "retry", job_id, code=1).output
+    assert "cancelled before it ran" in run(runner, "cancel", job_id).output
+    assert "already ended" in run(runner, "cancel", job_id).output
+    new_id = run(runner, "retry", job_id).output.strip()
+    new = app.extensions["tasklight"].store.get(new_id)
+    assert (new.retry_of, new.state, new.owner) == (job_id, "queued", "owner-1")
+
+
+def test_purge_then_the_id_is_gone(app, runner):
+    job_id = submit(app)
+    assert run(runner, "purge", job_id).output.strip() == f"purged {job_id}"
+    assert "was purged" in run(runner, "show", job_id, code=1).output
+    assert "no job" in run(runner, "purge", "0" * 32, code=1).output
+    assert run(runner, "purge", code=2)
+    assert "reaped" in run(runner, "purge", "--expired").output
+
+
+def test_stats(app, runner):
+    for _ in range(2):
+        submit(app)
+    app.extensions["tasklight"].cancel(app.extensions["tasklight"].store.get(submit(app)))
+    stats = json.loads(run(runner, "stats", "--json").output)
+    assert stats["counts"]["queued"] == 2 and stats["counts"]["cancelled"] == 1
+    assert stats["queued_tasks"] == 3  # the cancelled job's task is still in Huey's queue, to be skipped
+    assert stats["workers"] == []
+    text = run(runner, "stats").output
+    assert "queued     2" in text and "workers    none" in text

@@ -1,0 +1,100 @@
+"""``flask --app wsgi jobs ...``: list, show, cancel, retry and purge jobs, and see the counts, from a shell."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import click
+from flask.cli import AppGroup
+
+from .filters import iso
+from .kinds import KINDS
+from .service import RETRYABLE, service
+from .store import STATES, Job, JobExpired, JobNotFound
+
+jobs = AppGroup("jobs", help="Look after Tasklight's jobs (every owner's).")
+
+
+def load(job_id: str) -> Job:
+    """The job, or a clean error message and exit status 1."""
+    try:
+        return service().store.get(job_id)
+    except JobNotFound:
+        raise click.ClickException(f"no job {job_id}") from None
+    except JobExpired as exc:
+        raise click.ClickException(f"job {job_id} expired at {iso(exc.expired_at)} and was purged") from None
+
+
+@jobs.command("list")
+@click.option("--state", type=click.Choice(STATES), help="Only jobs in this state.")
+@click.option("--kind", type=click.Choice(sorted(KINDS)), help="Only jobs of this kind.")
+@click.option("--owner", help="Only this owner's jobs.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+def list_jobs(state: str | None, kind: str | None, owner: str | None, limit: int) -> None:
+    """List jobs, newest first: id, state, kind, created (UTC), owner."""
+    for job in service().store.list(owner=owner, state=state, kind=kind, limit=limit):
+        click.echo(f"{job.id}  {job.state:<9}  {job.kind:<11}  {iso(job.created_at)}  {job.owner}")
+
+
+@jobs.command("show")
+@click.argument("job_id")
+def show(job_id: str) -> None:
+    """Print everything stored about a job as JSON, the traceback included."""
+    record = asdict(load(job_id))
+    for name in ("created_at", "started_at", "finished_at", "heartbeat_at", "expires_at"):
+        record[name] = iso(record[name])
+    click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Cancel a waiting job, or ask a running one to stop."""
+    click.echo(service().cancel(load(job_id)))
+
+
+@jobs.command("retry")
+@click.argument("job_id")
+def retry(job_id: str) -> None:
+    """Start a new job with the same inputs and print its id."""
+    job = load(job_id)
+    if job.state not in RETRYABLE:
+        raise click.ClickException(f"job {job_id} is {job.state}; only an ended, unsuccessful job can be retried")
+    click.echo(service().retry(job).id)
+
+
+@jobs.command("purge")
+@click.argument("job_ids", nargs=-1)
+@click.option("--expired", is_flag=True, help="Instead, reap now: mark stale jobs lost and purge those past retention.")
+def purge(job_ids: tuple[str, ...], expired: bool) -> None:
+    """Delete jobs and their uploads now; their ids then answer 410."""
+    if expired:
+        lost = service().store.reap()
+        click.echo(f"reaped: {lost} job(s) marked lost, expired ones purged")
+        return
+    if not job_ids:
+        raise click.UsageError("give one or more job ids, or --expired")
+    for job_id in job_ids:
+        load(job_id)
+        service().store.purge(job_id)
+        click.echo(f"purged {job_id}")
+
+
+@jobs.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def stats(as_json: bool) -> None:
+    """Print the number of jobs in each state, the queue length and the live workers."""
+    counts = service().store.counts()
+    numbers = {
+        "counts": {state: counts.get(state, 0) for state in STATES},
+        "queued_tasks": service().huey.pending_count(),
+        "workers": service().store.live_workers(),
+    }
+    if as_json:
+        click.echo(json.dumps(numbers, indent=2))
+        return
+    for state, count in numbers["counts"].items():
+        click.echo(f"{state:<10} {count}")
+    click.echo(f"queue      {numbers['queued_tasks']}")
+    click.echo(f"workers    {', '.join(numbers['workers']) or 'none'}")
