@@ -10,15 +10,11 @@ import hmac
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 
-from .jobs import parse_cursor
-from .kinds import KINDS
+from .jobs import job_listing
 from .service import service
-from .store import STATES
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
-#: Jobs on one page of the admin list.
-PAGE_SIZE = 50
 
 
 def token_mark() -> str | None:
@@ -65,25 +61,10 @@ def logout():
 @bp.get("")
 def index():
     """List every owner's jobs, newest first, with counts by state, the queue and the workers."""
-    state = request.args.get("state") or None
-    kind = request.args.get("kind") or None
-    if state is not None and state not in STATES:
-        abort(400, description=f"“{state}” is not a job state.")
-    if kind is not None and kind not in KINDS:
-        abort(400, description=f"“{kind}” is not a kind of job.")
-    before = request.args.get("before") or None
     store = service().store
-    jobs = store.list(state=state, kind=kind, before=parse_cursor(before), limit=PAGE_SIZE + 1)
-    more = len(jobs) > PAGE_SIZE
-    jobs = jobs[:PAGE_SIZE]
     return render_template(
         "pages/admin.html",
-        jobs=jobs,
-        state=state,
-        kind=kind,
-        states=STATES,
-        kinds=KINDS,
-        next_cursor=f"{jobs[-1].created_at!r}_{jobs[-1].id}" if more else None,
+        **job_listing(everyone=True),
         counts=store.counts(),
         queue_length=queue_length(),
         workers=store.live_workers(),
