@@ -67,7 +67,10 @@ def test_failing_timer_shows_its_message_not_a_traceback(client, consumer):
 def test_checksum_matches_hashlib(client, consumer):
     content = bytes(range(256)) * 1500  # under the test client's 500 KB spooling threshold
     response = submit(
-        client, "checksum", {"algorithm": "sha512", "file": (io.BytesIO(content), "data.bin")}, content_type="multipart/form-data"
+        client,
+        "checksum",
+        {"algorithm": "sha512", "file": (io.BytesIO(content), "data.bin")},
+        content_type="multipart/form-data",
     )
     job_id = job_id_from(response)
     data = wait_for(client, job_id, "succeeded")
@@ -78,7 +81,9 @@ def test_checksum_matches_hashlib(client, consumer):
 
 def test_csv_profile_of_a_known_file(client, consumer):
     content = b"name,age,joined\nada,36,2020-01-02\ngrace,45,2021-03-04\nada,,2022-05-06\n"
-    response = submit(client, "csv_profile", {"file": (io.BytesIO(content), "people.csv")}, content_type="multipart/form-data")
+    response = submit(
+        client, "csv_profile", {"file": (io.BytesIO(content), "people.csv")}, content_type="multipart/form-data"
+    )
     job_id = job_id_from(response)
     data = wait_for(client, job_id, "succeeded")
     columns = {c["name"]: c for c in data["result"]["columns"]}
@@ -96,7 +101,9 @@ def test_csv_profile_of_a_known_file(client, consumer):
 
 def test_malformed_csv_names_the_line(client, consumer):
     content = b"a,b,c\n1,2,3\n4,5\n"
-    response = submit(client, "csv_profile", {"file": (io.BytesIO(content), "bad.csv")}, content_type="multipart/form-data")
+    response = submit(
+        client, "csv_profile", {"file": (io.BytesIO(content), "bad.csv")}, content_type="multipart/form-data"
+    )
     data = wait_for(client, job_id_from(response), "failed")
     assert "Line 3" in data["error"]["message"]
 

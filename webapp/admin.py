@@ -16,7 +16,6 @@ from .service import service
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
-
 def token_mark() -> str | None:
     """What the session keeps once the token was given: bound to the token, so changing it logs admins out."""
     token = current_app.config.get("ADMIN_TOKEN")

@@ -1,0 +1,395 @@
+"""Tasklight in a real headless Chromium: polling, the no-JavaScript fallback, history, buttons and the CSP."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from webapp import create_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Long enough for a job that should have ended, short enough to keep the suite quick.
+TIMEOUT_MS = 20_000
+#: How long a finished job's page is watched for further polls or refreshes (the first interval is 1 s).
+QUIET_MS = 2_500
+
+CHECKSUM_DATA = bytes(range(256)) * 64
+CSV_DATA = b"name,age,joined\nada,36,2020-01-02\ngrace,45,2021-03-04\nada,,2022-05-06\n"
+
+# Chromium reports CSP violations as console errors too, but this makes them explicit when scripts run.
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error(`CSP violation: ${event.violatedDirective} blocked ${event.blockedURI || "inline"}`);
+});
+"""
+
+
+INJECT_INLINE_SCRIPT = """() => {
+  const script = document.createElement("script");
+  script.textContent = "window.__ran = 1";
+  document.head.append(script);
+}"""
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args) -> None:
+        """Keep the test output free of one line per request."""
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the whole run; a missing Chromium fails, it never skips."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/test, which installs Debian's chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def live_server(settings) -> Iterator[str]:
+    """The app on a real HTTP server in a background thread, sharing the test's store; yields its base URL."""
+    app = create_app({"SECRET_KEY": "test", **settings})
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+class Recorder:
+    """What a browser context did: its requests, navigations and any console errors."""
+
+    def __init__(self, context: BrowserContext):
+        self.requests: list[tuple[str, str]] = []
+        self.navigations: list[tuple[Page, str]] = []
+        self.errors: list[str] = []
+        self.documents: set[str] = set()
+        context.on("request", self._request)
+        context.on("console", self._console)
+        context.on("weberror", lambda error: self.errors.append(f"page error: {error.error}"))
+        context.on("page", self._page)
+
+    def _console(self, message) -> None:
+        url = message.location.get("url")
+        # Chromium logs every page answered with 4xx as a failed resource; the tests assert those statuses.
+        if message.text.startswith("Failed to load resource") and url in self.documents:
+            return
+        if message.type == "error" or "Content Security Policy" in message.text:
+            self.errors.append(f"console {message.type}: {message.text} ({url})")
+
+    def _request(self, request) -> None:
+        self.requests.append((request.method, request.url))
+        if request.resource_type == "document":
+            self.documents.add(request.url)
+
+    def _page(self, page: Page) -> None:
+        page.on("framenavigated", lambda frame: frame == page.main_frame and self.navigations.append((page, frame.url)))
+
+    def count(self, method: str, path: str) -> int:
+        return sum(1 for m, url in self.requests if m == method and url.split("?")[0].endswith(path))
+
+    def navigated(self, page: Page) -> int:
+        return sum(1 for p, _ in self.navigations if p is page)
+
+
+@pytest.fixture
+def open_context(browser, live_server) -> Iterator[Callable[..., tuple[BrowserContext, Recorder]]]:
+    """Open browser contexts (one session each) on the live server; none may log an error or a CSP violation."""
+    opened: list[tuple[BrowserContext, Recorder]] = []
+
+    def open_one(javascript: bool = True) -> tuple[BrowserContext, Recorder]:
+        context = browser.new_context(base_url=live_server, java_script_enabled=javascript)
+        context.set_default_timeout(TIMEOUT_MS)
+        context.add_init_script(REPORT_CSP_VIOLATIONS)
+        recorder = Recorder(context)
+        opened.append((context, recorder))
+        return context, recorder
+
+    yield open_one
+    errors = [error for _, recorder in opened for error in recorder.errors]
+    for context, _ in opened:
+        context.close()
+    assert errors == [], "the browser logged errors"
+
+
+def job_id_of(page: Page) -> str:
+    match = re.fullmatch(r".*/jobs/([0-9a-f]{32})", page.url)
+    assert match, page.url
+    return match.group(1)
+
+
+def state_of(page: Page) -> str:
+    return page.get_attribute("#job-status", "data-state")
+
+
+def wait_for_state(page: Page, *states: str) -> None:
+    page.wait_for_selector(", ".join(f"#job-status[data-state={state}]" for state in states))
+
+
+def submit(page: Page, kind: str, **fields: str) -> str:
+    """Fill in a kind's form as a person would, send it, and return the new job's id."""
+    page.goto(f"/jobs/new/{kind}")
+    if kind == "timer":
+        page.fill("#seconds", fields.get("seconds", "1"))
+        if fields.get("fail"):
+            page.check("#fail")
+    elif kind == "checksum":
+        page.set_input_files(
+            "#file", files=[{"name": "data.bin", "mimeType": "application/octet-stream", "buffer": CHECKSUM_DATA}]
+        )
+        page.select_option("#algorithm", "sha512")
+    else:
+        page.set_input_files("#file", files=[{"name": "people.csv", "mimeType": "text/csv", "buffer": CSV_DATA}])
+    with page.expect_navigation():
+        page.click("#submit")
+    return job_id_of(page)
+
+
+def assert_result(page: Page, kind: str) -> None:
+    """The finished job's result is on the page, in the status region."""
+    status = page.locator("#job-status")
+    if kind == "timer":
+        assert status.locator(".result-timer strong").inner_text() == "3.0"
+    elif kind == "checksum":
+        assert status.locator("code.digest").inner_text() == hashlib.sha512(CHECKSUM_DATA).hexdigest()
+    else:
+        names = status.locator("table.csv-profile tbody th[scope=row]").all_inner_texts()
+        assert names == ["name", "age", "joined"]
+
+
+KIND_FIELDS = {"timer": {"seconds": "3"}, "checksum": {}, "csv_profile": {}}
+
+
+def test_fragment_swaps_to_the_result_and_polling_stops(open_context, start_consumer, backend):
+    """Each kind of job goes from queued to its result by swaps of the fragment alone; then polling stops."""
+    context, recorder = open_context()
+    pages, jobs = {}, {}
+    # The consumer starts only once every page shows its job queued, so each page must change by polling.
+    for kind, fields in KIND_FIELDS.items():
+        page = pages[kind] = context.new_page()
+        jobs[kind] = submit(page, kind, **fields)
+        response = page.request.get(page.url)
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        assert state_of(page) == "queued"
+        assert page.get_attribute("#job-status", "hx-trigger") == "every 1s"
+        page.evaluate("window.__marker = 1")
+    loaded = {kind: recorder.navigated(page) for kind, page in pages.items()}
+    start_consumer()
+
+    timer = pages["timer"]
+    wait_for_state(timer, "running")
+    assert timer.locator("#job-status progress").count() == 1
+    for kind, page in pages.items():
+        wait_for_state(page, "succeeded")
+        assert_result(page, kind)
+
+    polls = {kind: recorder.count("GET", f"/jobs/{jobs[kind]}/status") for kind in pages}
+    assert all(count >= 1 for count in polls.values()), polls
+    timer.wait_for_timeout(QUIET_MS)
+    for kind, page in pages.items():
+        assert recorder.count("GET", f"/jobs/{jobs[kind]}/status") == polls[kind], f"{kind} kept polling"
+        assert page.evaluate("window.__marker") == 1, f"the {kind} page was reloaded"
+        assert recorder.navigated(page) == loaded[kind], f"the {kind} page navigated"
+        assert page.get_attribute("#job-status", "hx-trigger") is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_without_javascript_the_page_refreshes_until_the_result(open_context, start_consumer, backend):
+    """With JavaScript off, the meta refresh carries each page to its result, then the refreshing stops."""
+    context, recorder = open_context(javascript=False)
+    pages, jobs = {}, {}
+    for kind, fields in KIND_FIELDS.items():
+        page = pages[kind] = context.new_page()
+        jobs[kind] = submit(page, kind, **fields)
+        assert state_of(page) == "queued"
+        assert page.locator("head noscript").count() == 1
+    loaded = {kind: recorder.navigated(page) for kind, page in pages.items()}
+    start_consumer()
+
+    for kind, page in pages.items():
+        wait_for_state(page, "succeeded")
+        assert_result(page, kind)
+        assert page.locator("head noscript").count() == 0
+        assert recorder.navigated(page) > loaded[kind], f"the {kind} page never refreshed"
+    refreshed = {kind: recorder.navigated(page) for kind, page in pages.items()}
+    pages["timer"].wait_for_timeout(QUIET_MS)
+    for kind, page in pages.items():
+        assert recorder.navigated(page) == refreshed[kind], f"the {kind} page kept refreshing"
+        assert recorder.count("GET", f"/jobs/{jobs[kind]}/status") == 0
+
+
+def job_count(context: BrowserContext) -> int:
+    response = context.request.get("/jobs", headers={"Accept": "application/json"})
+    return len(response.json()["jobs"])
+
+
+def assert_full_page(page: Page) -> None:
+    assert page.locator("header.site").count() == 1
+    assert page.locator("main h1").count() == 1
+    assert page.locator("#job-status").count() == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_back_button_neither_resubmits_nor_shows_a_bare_fragment(open_context, consumer, backend):
+    """Back from a job's page returns to its form without sending it again; back to the job shows the whole page."""
+    context, recorder = open_context()
+    page = context.new_page()
+    job_id = submit(page, "timer", seconds="3")
+    wait_for_state(page, "running")
+    page.wait_for_function("() => document.querySelector('#job-status progress')")
+    assert recorder.count("GET", f"/jobs/{job_id}/status") >= 1
+
+    page.go_back()
+    assert page.url.endswith("/jobs/new/timer")
+    assert page.locator("form #seconds").count() == 1
+    page.go_forward()
+    assert job_id_of(page) == job_id
+    assert_full_page(page)
+    wait_for_state(page, "succeeded")
+
+    page.click("header.site >> text=My jobs")
+    page.wait_for_url("**/jobs")
+    page.go_back()
+    assert job_id_of(page) == job_id
+    assert_full_page(page)
+    assert recorder.count("POST", "/jobs/new/timer") == 1
+    assert job_count(context) == 1
+
+
+def wait_for_url_change(page: Page, old_url: str) -> None:
+    page.wait_for_url(lambda url: url != old_url)
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "nojs"])
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_cancel_and_retry_buttons(open_context, consumer, backend, javascript):
+    """Cancel stops a running timer; Retry of a failed one starts a new job that links back to it."""
+    context, _ = open_context(javascript=javascript)
+    page = context.new_page()
+    long_job = submit(page, "timer", seconds="30")
+    wait_for_state(page, "running")
+    with page.expect_navigation():
+        page.click("#cancel-button")
+    assert job_id_of(page) == long_job
+    assert "Cancelling" in page.locator(".flash").inner_text() or state_of(page) == "cancelled"
+    wait_for_state(page, "cancelled")
+    assert "while it was running" in page.locator("#job-status").inner_text()
+
+    failed_job = submit(page, "timer", seconds="0.3", fail="y")
+    wait_for_state(page, "failed")
+    assert "as you asked" in page.locator("#job-status .error").inner_text()
+    with page.expect_navigation():
+        page.click("#retry-button")
+    new_job = job_id_of(page)
+    assert new_job != failed_job
+    link = page.locator(f"dl.job-facts a[href='/jobs/{failed_job}']")
+    assert link.count() == 1
+    assert link.locator("xpath=../preceding-sibling::dt[1]").inner_text() == "Retry of"
+    wait_for_state(page, "failed")
+    assert job_count(context) == 3
+
+
+def tab_to(page: Page, element_id: str, limit: int = 20) -> None:
+    """Press Tab until the element with this id has the focus."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement && document.activeElement.id") == element_id:
+            return
+    pytest.fail(f"#{element_id} could not be reached with Tab")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_keyboard_alone_submits_a_timer_and_cancels_it(open_context, consumer, backend):
+    """Tab, typing, Space and Enter fill in and send the timer form, and reach and press Cancel."""
+    context, _ = open_context()
+    page = context.new_page()
+    page.goto("/jobs/new/timer")
+    tab_to(page, "seconds")
+    page.keyboard.type("20")
+    tab_to(page, "fail")
+    page.keyboard.press("Space")
+    assert page.is_checked("#fail")
+    tab_to(page, "submit")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    job_id = job_id_of(page)
+    wait_for_state(page, "running")
+    # The fragment is swapped every second meanwhile; htmx gives the focus back to the element with the same id.
+    tab_to(page, "cancel-button")
+    page.wait_for_timeout(1_500)
+    assert page.evaluate("document.activeElement.id") == "cancel-button", "a swap took the focus away"
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert job_id_of(page) == job_id
+    wait_for_state(page, "cancelled")
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "nojs"])
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_no_console_errors_or_csp_violations_on_any_page(open_context, consumer, backend, javascript):
+    """Every kind of page loads cleanly under the Content-Security-Policy (the fixture checks the console)."""
+    context, recorder = open_context(javascript=javascript)
+    page = context.new_page()
+    for path in ("/", "/jobs/new/timer", "/jobs/new/checksum", "/jobs/new/csv_profile", "/jobs"):
+        response = page.goto(path)
+        assert response.status == 200, path
+        assert response.headers["content-security-policy"].startswith("default-src 'self'")
+    page.goto("/jobs/new/timer")
+    page.fill("#seconds", "99999")
+    with page.expect_navigation():
+        page.click("#submit")
+    assert page.locator(".has-error #seconds-error").count() == 1
+    submit(page, "timer", seconds="0.2")
+    wait_for_state(page, "succeeded")
+    page.goto("/jobs")
+    assert page.locator("table.jobs tbody tr").count() == 1
+    assert page.goto("/jobs/" + "0" * 32).status == 404
+    assert page.locator("main h1").inner_text() == "Job not found"
+    # The stylesheet and htmx really were applied, not blocked.
+    assert page.evaluate("getComputedStyle(document.querySelector('header.site')).display") == "flex"
+    if javascript:
+        assert page.evaluate("typeof htmx") == "object"
+    assert recorder.errors == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_csp_violations_would_be_caught(browser, live_server, backend):
+    """The CSP is enforced and the watcher sees a violation, so a clean run above means something."""
+    context = browser.new_context(base_url=live_server)
+    context.add_init_script(REPORT_CSP_VIOLATIONS)
+    recorder = Recorder(context)
+    page = context.new_page()
+    page.goto("/")
+    page.evaluate("document.body.setAttribute('style', 'background: red')")
+    page.evaluate(INJECT_INLINE_SCRIPT)
+    deadline = time.monotonic() + 5
+    while len(recorder.errors) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert page.evaluate("window.__ran") is None
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") != "rgb(255, 0, 0)"
+    assert any("CSP violation: style-src" in error for error in recorder.errors), recorder.errors
+    assert any("CSP violation: script-src" in error for error in recorder.errors), recorder.errors
+    context.close()
