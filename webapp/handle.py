@@ -6,7 +6,8 @@ It replaces Celery's ``AsyncResult(task_id).get(timeout=...)``::
     result = handle.wait(timeout=30)          # JobFailed, JobCancelled, ... or TimeoutError
 
 A handle holds a snapshot of the job's record. Its properties read that
-snapshot; ``refresh()`` and ``wait()`` read the store again.
+snapshot; ``ready()``, ``successful()``, ``failed()``, ``refresh()`` and
+``wait()`` read the store again, as Celery's do.
 """
 
 from __future__ import annotations
@@ -113,14 +114,16 @@ class JobHandle:
         return self.record.error
 
     def ready(self) -> bool:
-        """Whether the job had ended when the snapshot was taken."""
-        return self.record.terminal
+        """Whether the job has ended; reads the store, so ``while not job.ready()`` loops work."""
+        return self.refresh().record.terminal
 
     def successful(self) -> bool:
-        return self.record.state == SUCCEEDED
+        """Whether the job has succeeded (reads the store)."""
+        return self.refresh().record.state == SUCCEEDED
 
     def failed(self) -> bool:
-        return self.record.state == FAILED
+        """Whether the job has failed (reads the store)."""
+        return self.refresh().record.state == FAILED
 
     def refresh(self) -> JobHandle:
         """Read the job's record again (one read); returns the handle for chaining."""
@@ -135,7 +138,7 @@ class JobHandle:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         pauses = delays()
-        while not self.refresh().ready():
+        while not self.ready():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise TimeoutError(f"job {self.id} is still {self.state} after {timeout:g} s")
