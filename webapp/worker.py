@@ -10,7 +10,6 @@ unexpected errors and retries, queue expiry and a consumer being stopped.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import io
 import logging
 import os
@@ -23,9 +22,10 @@ from collections.abc import Callable
 from huey import RedisHuey, SqliteHuey, signals
 from huey.api import Huey, Task
 from huey.exceptions import TaskTimeout
+from huey.utils import normalize_time
 
 from .config import Settings
-from .store import CANCELLED, FAILED, QUEUED, RETRYING, RUNNING, SUCCEEDED, JobStore, open_store
+from .store import CANCELLED, FAILED, RETRYING, RUNNING, SUCCEEDED, JobStore, open_store
 
 logger = logging.getLogger("tasklight.worker")
 
@@ -103,8 +103,14 @@ def worker_name() -> str:
 
 
 def error_ref(job_id: str, attempt: int) -> str:
-    """A short reference shown to the owner and logged beside the traceback."""
+    """A short reference shown to the owner; admins find the traceback by the job id it starts with."""
     return f"{job_id[:8]}-{attempt}"
+
+
+def failure(job_id: str, attempt: int, message: str | None = None) -> dict:
+    """The changes that record a failure: the owner's message (or a generic one) and a reference."""
+    ref = error_ref(job_id, attempt)
+    return {"error": {"message": message or f"The job failed (ref {ref}).", "ref": ref}}
 
 
 class Heartbeat:
@@ -157,7 +163,6 @@ def create_huey(settings: Settings | None = None, store: JobStore | None = None)
         huey = RedisHuey("tasklight", connection_pool=store.redis.connection_pool, results=False)
     else:
         huey = SqliteHuey("tasklight", filename=settings.database_path, results=False)
-    huey.tasklight_store = store
     heartbeat = Heartbeat(store, settings.HEARTBEAT_INTERVAL)
 
     @huey.task(context=True, name="run_job")
@@ -180,14 +185,10 @@ def create_huey(settings: Settings | None = None, store: JobStore | None = None)
         except JobCancelled:
             store.finish(job_id, CANCELLED, {"progress": {**job.progress, "message": "Cancelled."}}, **guard)
         except JobError as exc:
-            store.finish(
-                job_id, FAILED, {"error": {"message": str(exc), "ref": error_ref(job_id, job.attempt)}}, **guard
-            )
+            store.finish(job_id, FAILED, failure(job_id, job.attempt, str(exc)), **guard)
         except TaskTimeout:
             message = f"The job was stopped after {task.timeout:g} s, its time limit."
-            store.finish(
-                job_id, FAILED, {"error": {"message": message, "ref": error_ref(job_id, job.attempt)}}, **guard
-            )
+            store.finish(job_id, FAILED, failure(job_id, job.attempt, message), **guard)
         except Superseded:
             logger.warning("job %s attempt %s was superseded; its result is dropped", job_id, job.attempt)
         else:
@@ -204,14 +205,7 @@ def create_huey(settings: Settings | None = None, store: JobStore | None = None)
         details = "".join(traceback.format_exception(exc))
         store.update(task.id, {"traceback": details}, states={RUNNING}, attempt=attempt)
         if not task.retries:
-            message = f"The job failed (ref {error_ref(task.id, attempt)})."
-            store.finish(
-                task.id,
-                FAILED,
-                {"error": {"message": message, "ref": error_ref(task.id, attempt)}},
-                states={RUNNING},
-                attempt=attempt,
-            )
+            store.finish(task.id, FAILED, failure(task.id, attempt), states={RUNNING}, attempt=attempt)
 
     @huey.signal(signals.SIGNAL_RETRYING)
     def on_retrying(signal: str, task: Task) -> None:
@@ -220,9 +214,8 @@ def create_huey(settings: Settings | None = None, store: JobStore | None = None)
 
     @huey.signal(signals.SIGNAL_EXPIRED)
     def on_expired(signal: str, task: Task) -> None:
-        job = store.update(task.id, {}, states={QUEUED, RETRYING})
-        if job is not None:
-            store.mark_expired(job)
+        with contextlib.suppress(LookupError):
+            store.mark_expired(store.get(task.id))
 
     @huey.signal(signals.SIGNAL_INTERRUPTED)
     def on_interrupted(signal: str, task: Task) -> None:
@@ -241,7 +234,7 @@ def create_huey(settings: Settings | None = None, store: JobStore | None = None)
             # idle workers may still be blocked on the queue and would take it
             # with them as the process exits. The next consumer's scheduler
             # moves it to the queue.
-            task.eta = huey._get_timestamp() + datetime.timedelta(seconds=2)
+            task.eta = normalize_time(delay=2, utc=huey.utc)
             huey.add_schedule(task)
 
     @huey.on_startup()
@@ -249,5 +242,4 @@ def create_huey(settings: Settings | None = None, store: JobStore | None = None)
         heartbeat.ensure_started()
 
     huey.run_job = run_job
-    huey.tasklight_heartbeat = heartbeat
     return huey
