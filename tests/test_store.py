@@ -220,3 +220,12 @@ def test_sentinel_pool_reaches_the_master(redis_server, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_job_that_beats_again_before_the_write_is_not_lost(store):
+    job = make(store)
+    store.start(job.id, "w")
+    stale = store.update(job.id, {"heartbeat_at": time.time() - store.heartbeat_timeout - 1})
+    store.update(job.id, {"heartbeat_at": time.time()})  # the worker beats after the reaper read
+    assert store.mark_lost(stale) is None
+    assert store.get(job.id).state == RUNNING

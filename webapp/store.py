@@ -224,18 +224,23 @@ class JobStore:
         attempt: int | None = None,
     ) -> Job | None:
         """Move a job to a terminal ``state`` and start its retention clock."""
+        return self.update(job_id, self._ending(state, changes), states=states, attempt=attempt)
+
+    def _ending(self, state: str, changes: dict | None = None) -> dict:
         now = time.time()
-        done = {"state": state, "finished_at": now, "expires_at": now + self.retention}
-        return self.update(job_id, {**(changes or {}), **done}, states=states, attempt=attempt)
+        return {**(changes or {}), "state": state, "finished_at": now, "expires_at": now + self.retention}
 
     def mark_lost(self, job: Job) -> Job | None:
-        return self.finish(
-            job.id,
-            LOST,
-            {"error": {"message": "The worker running this job stopped.", "ref": job.id[:8]}},
-            states={RUNNING},
-            attempt=job.attempt,
-        )
+        """Mark a running job lost if, checked again inside the write, its heartbeat is still stale."""
+        ending = self._ending(LOST, {"error": {"message": "The worker running this job stopped.", "ref": job.id[:8]}})
+
+        def change(current: Job) -> Job | None:
+            # A slow worker may have beaten since ``job`` was read; it must not be declared lost.
+            if not self.is_stale(current, time.time()):
+                return None
+            return apply_changes(current, ending, {RUNNING}, job.attempt)
+
+        return self._update(job.id, change)
 
     def mark_expired(self, job: Job) -> Job | None:
         message = "The job was not started in time, so it was not run."
