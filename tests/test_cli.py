@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from webapp import create_app
 from webapp.kinds import KINDS
 
 
@@ -73,3 +74,14 @@ def test_stats(app, runner):
     assert stats["workers"] == []
     text = run(runner, "stats").output
     assert "queued     2" in text and "workers    none" in text
+
+
+def test_store_down_is_a_clear_error_not_a_traceback(tmp_path):
+    app = create_app(
+        {"TESTING": True, "SECRET_KEY": "t", "INSTANCE_PATH": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:1/0"}
+    )
+    result = app.test_cli_runner().invoke(args=["jobs", "list"])
+    assert result.exit_code == 1
+    assert "cannot be reached" in result.output
+    assert "Traceback" not in result.output
+    app.extensions["tasklight"].close()

@@ -11,9 +11,20 @@ from flask.cli import AppGroup
 from .filters import iso
 from .kinds import KINDS
 from .service import RETRYABLE, service
-from .store import STATES, Job, JobExpired, JobNotFound
+from .store import STATES, Job, JobExpired, JobNotFound, StoreUnavailable
 
-jobs = AppGroup("jobs", help="Look after Tasklight's jobs (every owner's).")
+
+class JobsGroup(AppGroup):
+    """Commands that say plainly when the store is down, rather than print a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except StoreUnavailable as exc:
+            raise click.ClickException(f"the job store cannot be reached ({exc}); nothing was changed") from None
+
+
+jobs = JobsGroup("jobs", help="Look after Tasklight's jobs (every owner's).")
 
 
 def load(job_id: str) -> Job:
