@@ -2,6 +2,7 @@
 
 import os
 import secrets
+import time
 from dataclasses import asdict
 
 from flask import Flask
@@ -60,16 +61,26 @@ def _instance_secret(app: Flask) -> str:
     """Read the instance's secret key, making one (readable by this user only) the first time."""
     path = os.path.join(app.instance_path, "secret_key")
     os.makedirs(app.instance_path, exist_ok=True)
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except FileNotFoundError:
-        pass
     key = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_secret(path)
     with os.fdopen(fd, "w") as f:
         f.write(key)
     app.logger.warning(
         "SECRET_KEY is not set: generated one and kept it in %s. Set SECRET_KEY when running on several hosts.", path
     )
     return key
+
+
+def _read_secret(path: str) -> str:
+    # Several web workers start at once; one writes the key, and the others
+    # may find the file before the write lands, so give it a moment.
+    for _ in range(50):
+        with open(path) as f:
+            key = f.read().strip()
+        if key:
+            return key
+        time.sleep(0.02)
+    raise RuntimeError(f"{path} is empty; delete it or set SECRET_KEY")

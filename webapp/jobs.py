@@ -162,13 +162,20 @@ def status(job_id: str):
     if wants_json():
         return jsonify(job_json(job))
     context = job_context(job)
-    tag = hashlib.sha1(f"{job.id}:{job.version}:{context['poll']}:{context['no_worker']}".encode()).hexdigest()[:20]
+    tag = hashlib.sha1(repr(fragment_version(context)).encode()).hexdigest()[:20]
     if request.if_none_match.contains(tag):
         response = Response(status=304)
     else:
         response = Response(render_template("partials/job_status.html", **context))
     response.set_etag(tag)
     return response
+
+
+def fragment_version(context: dict) -> tuple:
+    """Everything the fragment shows that can change: the record, and a few things the clock moves."""
+    job = context["job"]
+    countdown = round(job.next_attempt_at - context["now"]) if job.next_attempt_at else None
+    return job.id, job.version, context["poll"], context["no_worker"], countdown
 
 
 @bp.post("/<job_id>/cancel")
