@@ -286,3 +286,20 @@ def test_csrf_token_is_required_even_with_a_valid_session(client):
     assert client.post("/jobs/new/timer", data={"seconds": "1"}).status_code == 400
     assert client.post("/jobs/new/timer", data={"seconds": "1", "csrf_token": token + "x"}).status_code == 400
     assert client.post("/jobs/new/timer", data={"seconds": "1", "csrf_token": token}).status_code == 303
+
+
+@sqlite_only
+@pytest.mark.parametrize(("extra", "status"), [(0, 303), (1, 413)])
+def test_the_file_itself_gets_the_exact_upload_limit(client, app, extra, status):
+    token = csrf_token(client, "/jobs/new/checksum")
+    body = (
+        (
+            f'--b\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{token}\r\n'
+            '--b\r\nContent-Disposition: form-data; name="algorithm"\r\n\r\nmd5\r\n'
+            '--b\r\nContent-Disposition: form-data; name="file"; filename="edge.bin"\r\n\r\n'
+        ).encode()
+        + b"x" * (app.config["MAX_UPLOAD_BYTES"] + extra)
+        + b"\r\n--b--\r\n"
+    )
+    response = client.post("/jobs/new/checksum", data=body, content_type="multipart/form-data; boundary=b")
+    assert response.status_code == status

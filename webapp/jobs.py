@@ -7,7 +7,19 @@ import math
 import time
 import uuid
 
-from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
 from .filters import iso
 from .kinds import KINDS, Kind
@@ -139,6 +151,9 @@ def submit(kind_name: str):
         upload = Upload(file.filename or "upload", file.read())
         # Close the spooled temporary file now rather than at garbage collection.
         file.close()
+        # MAX_CONTENT_LENGTH leaves room for the other fields; the file itself gets the exact limit.
+        if len(upload.content) > current_app.config["MAX_UPLOAD_BYTES"]:
+            abort(413)
     job = service().submit(kind, current_owner(create=True), form.inputs(), form.options(), upload)
     location = url_for("jobs.show", job_id=job.id)
     if wants_json():
