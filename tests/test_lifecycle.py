@@ -187,7 +187,9 @@ def test_sigterm_puts_the_running_job_back_for_the_next_worker(client, start_con
     consumer.wait(15)
     data = client.get(f"/jobs/{job_id}", headers=JSON).get_json()
     assert data["state"] == "retrying", consumer.output()
-    assert "start again" in fragment(client, job_id).get_text()
+    text = fragment(client, job_id).get_text()
+    assert "start again" in text
+    assert "No worker has checked in recently" in text
     start_consumer()
     data = wait_for(client, job_id, "succeeded", timeout=15)
     assert data["attempt"] == 2

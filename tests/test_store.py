@@ -166,7 +166,10 @@ def test_counts_and_workers(store):
     store.start(make(store).id, "w")
     assert store.counts() == {QUEUED: 1, RUNNING: 1}
     store.beat_worker("host:1")
-    assert store.live_workers() == ["host:1"]
+    store.beat_worker("host:2")
+    assert store.live_workers() == ["host:1", "host:2"]
+    store.forget_worker("host:1")
+    assert store.live_workers() == ["host:2"]
 
 
 def test_redis_down_raises_store_unavailable():

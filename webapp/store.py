@@ -270,6 +270,10 @@ class JobStore:
     def beat_worker(self, name: str) -> None:
         self._beat_worker(name, time.time())
 
+    def forget_worker(self, name: str) -> None:
+        """Drop a worker that is shutting down, so pages stop counting on it at once."""
+        self._forget_worker(name)
+
     def live_workers(self) -> list[str]:
         return self._workers_since(time.time() - self.heartbeat_timeout)
 
@@ -325,6 +329,9 @@ class JobStore:
         raise NotImplementedError
 
     def _beat_worker(self, name: str, now: float) -> None:
+        raise NotImplementedError
+
+    def _forget_worker(self, name: str) -> None:
         raise NotImplementedError
 
     def _workers_since(self, since: float) -> list[str]:
@@ -494,6 +501,10 @@ class SqliteStore(JobStore):
         with self._connect() as conn:
             conn.execute("insert or replace into workers (name, seen_at) values (?, ?)", (name, now))
             conn.execute("delete from workers where seen_at < ?", (now - 24 * 3600,))
+
+    def _forget_worker(self, name: str) -> None:
+        with self._connect() as conn:
+            conn.execute("delete from workers where name = ?", (name,))
 
     def _workers_since(self, since: float) -> list[str]:
         with self._connect() as conn:
@@ -687,6 +698,10 @@ class RedisStore(JobStore):
             pipe.zadd(self.key("workers"), {name: now})
             pipe.zremrangebyscore(self.key("workers"), "-inf", now - 24 * 3600)
             pipe.execute()
+
+    def _forget_worker(self, name: str) -> None:
+        with _redis_errors():
+            self.redis.zrem(self.key("workers"), name)
 
     def _workers_since(self, since: float) -> list[str]:
         with _redis_errors():

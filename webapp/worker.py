@@ -9,6 +9,7 @@ unexpected errors and retries, queue expiry and a consumer being stopped.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import logging
@@ -133,6 +134,12 @@ class Heartbeat:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
                 threading.Thread(target=self._run, name="tasklight-heartbeat", daemon=True).start()
+                atexit.register(self._forget)
+
+    def _forget(self) -> None:
+        # A consumer that exits (SIGINT or SIGTERM) says so; a killed one just stops beating.
+        with contextlib.suppress(Exception):
+            self.store.forget_worker(worker_name())
 
     def _run(self) -> None:
         while True:
