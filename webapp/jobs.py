@@ -85,7 +85,7 @@ def job_context(job: Job) -> dict:
 
 
 def job_json(job: Job) -> dict:
-    """The public JSON view of a job (DESIGN §6); never the traceback."""
+    """The public JSON view of a job (the README's public contract); never the traceback."""
     return {
         "id": job.id,
         "kind": job.kind,
