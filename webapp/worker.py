@@ -133,6 +133,9 @@ class Heartbeat:
         with self._lock:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
+                # Check in before the first job starts, so no page says "no worker" about a running job.
+                with contextlib.suppress(Exception):
+                    self.store.beat_worker(worker_name())
                 threading.Thread(target=self._run, name="tasklight-heartbeat", daemon=True).start()
                 atexit.register(self._forget)
 
