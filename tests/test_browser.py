@@ -259,7 +259,9 @@ def test_back_button_neither_resubmits_nor_shows_a_bare_fragment(open_context, c
     page = context.new_page()
     job_id = submit(page, "timer", seconds="3")
     wait_for_state(page, "running")
-    page.wait_for_function("() => document.querySelector('#job-status progress')")
+    # The page may have been rendered already running; wait until the fragment has polled at least once.
+    with page.expect_response(lambda response: response.url.endswith(f"/jobs/{job_id}/status"), timeout=5000):
+        pass
     assert recorder.count("GET", f"/jobs/{job_id}/status") >= 1
 
     page.go_back()
