@@ -331,6 +331,7 @@ def test_keyboard_alone_submits_a_timer_and_cancels_it(open_context, consumer, b
     page.goto("/jobs/new/timer")
     tab_to(page, "seconds")
     page.keyboard.type("20")
+    assert page.input_value("#seconds") == "20"  # tabbing in selected the default, so typing replaced it
     tab_to(page, "fail")
     page.keyboard.press("Space")
     assert page.is_checked("#fail")

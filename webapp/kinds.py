@@ -35,6 +35,7 @@ class JobForm(FlaskForm):
 class TimerForm(JobForm):
     seconds = DecimalField(
         "Seconds to wait",
+        default=5,
         places=None,
         validators=[NumberRange(min=0, max=3600, message="Enter a number of seconds from 0 to 3600.")],
         description="Decimals are allowed, for example 2.5.",
