@@ -10,6 +10,7 @@ from conftest import Consumer
 from helpers import job_id_from, soup, submit, wait_for
 
 from webapp import create_app
+from webapp.worker import enqueue_job
 
 JSON = {"Accept": "application/json"}
 
@@ -252,3 +253,28 @@ def test_the_consumer_purges_jobs_after_their_retention(settings, tmp_path):
     finally:
         consumer.stop()
         app.extensions["tasklight"].close()
+
+
+def test_a_queued_job_whose_task_was_lost_is_enqueued_again(settings, tmp_path):
+    """Huey pops tasks with no acknowledgement; a record left queued with no task must still run."""
+    settings["REQUEUE_AFTER"] = 1
+    app = create_app({"TESTING": True, "SECRET_KEY": "t", **settings})
+    client = app.test_client()
+    service = app.extensions["tasklight"]
+    try:
+        job_id = job_id_from(submit(client, "timer", {"seconds": "0"}))
+        waiting = job_id_from(submit(client, "timer", {"seconds": "0"}))
+        # Lose the first job's task, as a consumer killed right after popping it would.
+        assert [task.id for task in service.huey.pending()] == [job_id, waiting]
+        service.huey.storage.flush_queue()
+        enqueue_job(service.huey, service.store.get(waiting))
+        consumer = Consumer(settings, tmp_path / "requeue.log").start()
+        try:
+            wait_for(client, waiting, "succeeded")
+            data = wait_for(client, job_id, "succeeded", timeout=10)
+            assert data["attempt"] == 1
+            assert "enqueueing it again" in consumer.output()
+        finally:
+            consumer.stop()
+    finally:
+        service.close()

@@ -232,3 +232,11 @@ def test_a_job_that_beats_again_before_the_write_is_not_lost(store):
     store.update(job.id, {"heartbeat_at": time.time()})  # the worker beats after the reaper read
     assert store.mark_lost(stale) is None
     assert store.get(job.id).state == RUNNING
+
+
+def test_stranded_lists_only_old_queued_jobs(store):
+    old = make(store, created_at=time.time() - 100)
+    make(store)  # too recent
+    started = make(store, created_at=time.time() - 100)
+    store.start(started.id, "w")
+    assert [job.id for job in store.stranded(time.time() - 50)] == [old.id]

@@ -33,6 +33,8 @@ class Settings:
     HEARTBEAT_INTERVAL: float = 5.0
     #: A running job whose heartbeat is older than this is lost.
     HEARTBEAT_TIMEOUT: float = 30.0
+    #: A job still queued after this many seconds, with no task for it in Huey's queue, is enqueued again.
+    REQUEUE_AFTER: float = 300.0
     #: Largest upload accepted, in bytes.
     MAX_UPLOAD_BYTES: int = 16 * 1024 * 1024
 

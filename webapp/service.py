@@ -11,6 +11,7 @@ from huey.api import Huey
 
 from .kinds import KINDS, Kind
 from .store import CANCELLED, FAILED, QUEUED, RETRYING, RUNNING, Job, JobStore, StoreUnavailable, new_id
+from .worker import enqueue_job
 
 logger = logging.getLogger("tasklight")
 
@@ -54,7 +55,12 @@ class Tasklight:
             could not be enqueued (it is then marked failed, so it is not
             left waiting forever).
         """
-        options = {"time_limit": kind.time_limit, "queue_expiry": kind.queue_expiry, **(options or {})}
+        options = {
+            "retry_delay": kind.retry_delay,
+            "time_limit": kind.time_limit,
+            "queue_expiry": kind.queue_expiry,
+            **(options or {}),
+        }
         now = time.time()
         job = Job(
             id=new_id(),
@@ -69,16 +75,8 @@ class Tasklight:
             upload={"name": upload.name, "size": len(upload.content)} if upload else None,
         )
         self.store.create(job, upload.content if upload else None)
-        task = self.huey.run_job.s(
-            job.id,
-            id=job.id,
-            retries=kind.retries,
-            retry_delay=kind.retry_delay,
-            timeout=options["time_limit"],
-            expires=options["queue_expiry"],
-        )
         try:
-            self.huey.enqueue(task)
+            enqueue_job(self.huey, job)
         except Exception as exc:
             logger.exception("could not enqueue job %s", job.id)
             error = {"message": "The job could not be queued. Please try again.", "ref": job.id[:8]}

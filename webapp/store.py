@@ -322,6 +322,10 @@ class JobStore:
         """Queued and retrying jobs that have a start deadline."""
         raise NotImplementedError
 
+    def stranded(self, created_before: float) -> list[Job]:
+        """Jobs still queued that were created before ``created_before``."""
+        raise NotImplementedError
+
     def _purge_expired(self, now: float) -> None:
         raise NotImplementedError
 
@@ -467,6 +471,13 @@ class SqliteStore(JobStore):
     def _waiting(self) -> list[Job]:
         return [job for job in self._in_states(QUEUED, RETRYING) if job.start_by is not None]
 
+    def stranded(self, created_before: float) -> list[Job]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "select data from jobs where state = ? and created_at < ?", (QUEUED, created_before)
+            ).fetchall()
+        return [Job.from_json(row[0]) for row in rows]
+
     def _in_states(self, *states: str) -> list[Job]:
         marks = ", ".join("?" * len(states))
         with self._connect() as conn:
@@ -536,8 +547,9 @@ class RedisStore(JobStore):
 
     Keys, all under ``prefix``: ``job:<id>`` (the record as JSON),
     ``upload:<id>``, ``tomb:<id>`` (expiry time and owner, with a TTL), the sorted sets
-    ``all`` and ``owner:<owner>`` (by creation time), ``finished`` (by expiry
-    time), the set ``running`` and the sorted set ``workers`` (by last beat).
+    ``all``, ``owner:<owner>`` and ``queued`` (by creation time), ``deadlines``
+    (by start deadline), ``finished`` (by expiry time), the set ``running`` and
+    the sorted set ``workers`` (by last beat).
     """
 
     def __init__(self, client: redis.Redis, prefix: str = "tasklight:", **options):
@@ -633,6 +645,7 @@ class RedisStore(JobStore):
             pipe.zadd(self.key("owner", job.owner), {job.id: job.created_at})
             if job.start_by is not None:
                 pipe.zadd(self.key("deadlines"), {job.id: job.start_by})
+            pipe.zadd(self.key("queued"), {job.id: job.created_at})
             pipe.execute()
 
     def _update(self, job_id, change):
@@ -650,6 +663,8 @@ class RedisStore(JobStore):
                     pipe.srem(self.key("running"), job_id)
                 if job.state not in (QUEUED, RETRYING):
                     pipe.zrem(self.key("deadlines"), job_id)
+                if job.state != QUEUED:
+                    pipe.zrem(self.key("queued"), job_id)
                 if job.expires_at is not None:
                     pipe.zadd(self.key("finished"), {job_id: job.expires_at})
             return job
@@ -666,6 +681,10 @@ class RedisStore(JobStore):
     def _waiting(self) -> list[Job]:
         with _redis_errors():
             return self._many(self.redis.zrange(self.key("deadlines"), 0, -1))
+
+    def stranded(self, created_before: float) -> list[Job]:
+        with _redis_errors():
+            return self._many(self.redis.zrangebyscore(self.key("queued"), "-inf", f"({created_before!r}"))
 
     def _many(self, ids) -> list[Job]:
         keys = [self.key("job", i.decode()) for i in ids]
@@ -691,6 +710,7 @@ class RedisStore(JobStore):
                 pipe.zrem(self.key("finished"), job_id)
                 pipe.srem(self.key("running"), job_id)
                 pipe.zrem(self.key("deadlines"), job_id)
+                pipe.zrem(self.key("queued"), job_id)
                 pipe.execute()
 
     def _beat_worker(self, name: str, now: float) -> None:

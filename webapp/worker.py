@@ -26,7 +26,7 @@ from huey.exceptions import TaskTimeout
 from huey.utils import normalize_time
 
 from .config import Settings
-from .store import CANCELLED, FAILED, RETRYING, RUNNING, SUCCEEDED, JobStore, open_store
+from .store import CANCELLED, FAILED, RETRYING, RUNNING, SUCCEEDED, Job, JobStore, open_store
 
 logger = logging.getLogger("tasklight.worker")
 
@@ -114,16 +114,35 @@ def failure(job_id: str, attempt: int, message: str | None = None) -> dict:
     return {"error": {"message": message or f"The job failed (ref {ref}).", "ref": ref}}
 
 
+def enqueue_job(huey: Huey, job: Job) -> None:
+    """Put a recorded job's task in Huey's queue, under the job's id, with the job's options."""
+    options = job.options
+    expires = max(job.start_by - time.time(), 0) if job.start_by is not None else None
+    task = huey.run_job.s(
+        job.id,
+        id=job.id,
+        retries=job.max_attempts - 1,
+        retry_delay=options.get("retry_delay") or 0,
+        timeout=options.get("time_limit"),
+        expires=expires,
+    )
+    huey.enqueue(task)
+
+
 class Heartbeat:
     """Renews, every few seconds, this process's liveness and that of its running jobs.
 
-    It also reaps: any consumer marks stale jobs lost and purges expired ones,
-    so no separate scheduler is needed. One thread per process.
+    It also reaps: any consumer marks stale jobs lost, purges expired ones and
+    re-enqueues stranded ones, so no separate scheduler is needed. One thread
+    per process.
     """
 
-    def __init__(self, store: JobStore, interval: float):
+    def __init__(self, store: JobStore, huey: Huey, interval: float, requeue_after: float):
         self.store = store
+        self.huey = huey
         self.interval = interval
+        self.requeue_after = requeue_after
+        self._next_requeue_check = 0.0
         self.running: dict[str, int] = {}
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -158,6 +177,30 @@ class Heartbeat:
         for job_id, attempt in list(self.running.items()):
             self.store.update(job_id, {"heartbeat_at": now}, states={RUNNING}, attempt=attempt)
         self.store.reap()
+        if time.monotonic() >= self._next_requeue_check:
+            # Reading the whole queue is not free, so look at most once per tenth of the wait.
+            self._next_requeue_check = time.monotonic() + max(self.interval, self.requeue_after / 10)
+            self.requeue_stranded()
+
+    def requeue_stranded(self) -> int:
+        """Enqueue again each job queued for long whose task is in neither Huey's queue nor its schedule.
+
+        Huey pops a task with no acknowledgement, so a consumer that dies
+        between popping a task and starting its job leaves a record queued
+        that no task will ever run. Enqueueing a job twice is harmless: only
+        one task can move it from queued to running.
+        """
+        stranded = self.store.stranded(time.time() - self.requeue_after)
+        if not stranded:
+            return 0
+        present = {task.id for task in self.huey.pending()} | {task.id for task in self.huey.scheduled()}
+        count = 0
+        for job in stranded:
+            if job.id not in present:
+                logger.warning("job %s is still queued but its task is gone; enqueueing it again", job.id)
+                enqueue_job(self.huey, job)
+                count += 1
+        return count
 
 
 def create_huey(settings: Settings | None = None, store: JobStore | None = None) -> Huey:
@@ -173,7 +216,7 @@ def create_huey(settings: Settings | None = None, store: JobStore | None = None)
         huey = RedisHuey("tasklight", connection_pool=store.redis.connection_pool, results=False)
     else:
         huey = SqliteHuey("tasklight", filename=settings.database_path, results=False)
-    heartbeat = Heartbeat(store, settings.HEARTBEAT_INTERVAL)
+    heartbeat = Heartbeat(store, huey, settings.HEARTBEAT_INTERVAL, settings.REQUEUE_AFTER)
 
     @huey.task(context=True, name="run_job")
     def run_job(job_id: str, task: Task) -> None:
