@@ -52,7 +52,7 @@ def http_error(exc: HTTPException):
     titles = {413: "File too large"}
     message = exc.description
     if exc.code == 413:
-        limit = request.max_content_length or 0
+        limit = current_app.config["MAX_UPLOAD_BYTES"]
         message = f"The upload is larger than the limit of {limit / 1048576:.0f} MiB. Choose a smaller file."
     return error_page(exc.code or 500, titles.get(exc.code, exc.name), message)
 

@@ -33,12 +33,9 @@ class Tasklight:
         self.huey = huey
 
     def close(self) -> None:
-        """Release the connections of the store and the queue."""
+        """Release the connections of the store and the queue (on Redis they share one pool)."""
         self.store.close()
-        if hasattr(self.huey.storage, "pool"):
-            self.huey.storage.pool.disconnect()
-        else:
-            self.huey.storage.close()
+        self.huey.storage.close()
 
     def submit(
         self,

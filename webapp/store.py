@@ -255,9 +255,8 @@ class JobStore:
         """
         now = time.time()
         lost = sum(1 for job in self._running() if self.is_stale(job, now) and self.mark_lost(job))
-        for job in self._waiting():
-            if self.is_overdue(job, now):
-                self.mark_expired(job)
+        for job in self._overdue(now):
+            self.mark_expired(job)
         self._purge_expired(now)
         return lost
 
@@ -318,8 +317,8 @@ class JobStore:
     def _running(self) -> list[Job]:
         raise NotImplementedError
 
-    def _waiting(self) -> list[Job]:
-        """Queued and retrying jobs that have a start deadline."""
+    def _overdue(self, now: float) -> list[Job]:
+        """Queued and retrying jobs whose start deadline has passed."""
         raise NotImplementedError
 
     def stranded(self, created_before: float) -> list[Job]:
@@ -466,22 +465,18 @@ class SqliteStore(JobStore):
         return job
 
     def _running(self) -> list[Job]:
-        return self._in_states(RUNNING)
+        return self._jobs_where("state = ?", RUNNING)
 
-    def _waiting(self) -> list[Job]:
-        return [job for job in self._in_states(QUEUED, RETRYING) if job.start_by is not None]
+    def _overdue(self, now: float) -> list[Job]:
+        # Filtered in SQL: the reaper runs on every heartbeat, and the queue may be long.
+        return self._jobs_where("state in (?, ?) and json_extract(data, '$.start_by') < ?", QUEUED, RETRYING, now)
 
     def stranded(self, created_before: float) -> list[Job]:
-        with self._connect() as conn:
-            rows = conn.execute(
-                "select data from jobs where state = ? and created_at < ?", (QUEUED, created_before)
-            ).fetchall()
-        return [Job.from_json(row[0]) for row in rows]
+        return self._jobs_where("state = ? and created_at < ?", QUEUED, created_before)
 
-    def _in_states(self, *states: str) -> list[Job]:
-        marks = ", ".join("?" * len(states))
+    def _jobs_where(self, condition: str, *args) -> list[Job]:
         with self._connect() as conn:
-            rows = conn.execute(f"select data from jobs where state in ({marks})", states).fetchall()
+            rows = conn.execute(f"select data from jobs where {condition}", args).fetchall()
         return [Job.from_json(row[0]) for row in rows]
 
     def _purge_expired(self, now: float) -> None:
@@ -678,9 +673,9 @@ class RedisStore(JobStore):
         with _redis_errors():
             return self._many(self.redis.smembers(self.key("running")))
 
-    def _waiting(self) -> list[Job]:
+    def _overdue(self, now: float) -> list[Job]:
         with _redis_errors():
-            return self._many(self.redis.zrange(self.key("deadlines"), 0, -1))
+            return self._many(self.redis.zrangebyscore(self.key("deadlines"), "-inf", f"({now!r}"))
 
     def stranded(self, created_before: float) -> list[Job]:
         with _redis_errors():
