@@ -1,24 +1,23 @@
-"""Tasklight's Huey module: run ``huey_consumer tasks.huey`` to start a worker.
+"""Tasklight's Huey module, and the body of each kind of job: run ``huey_consumer tasks.huey`` to start a worker.
 
-The kinds of job are plain functions that take a ``JobContext`` and the job's
-inputs, report progress through the context, return a JSON-serialisable result
-and signal failure by raising: ``JobError`` for a message meant for the owner,
+A body is a plain function that takes a ``JobContext`` and the job's inputs,
+reports progress through the context, returns a JSON-serialisable result and
+signals failure by raising: ``JobError`` for a message meant for the owner,
 anything else for an unexpected failure that only admins see the details of.
+Each kind is declared in ``webapp/kinds.py``; ``huey`` below refuses to start
+unless every kind there has exactly one body here.
 """
 
 import hashlib
 import time
 
 from webapp.profiling import CsvFormatError, profile_csv
-from webapp.worker import JobContext, JobError, create_huey, job_kind
-
-huey = create_huey()
+from webapp.worker import JobContext, JobError, create_huey
 
 #: Bytes hashed between progress reports.
 CHUNK = 1024 * 1024
 
 
-@job_kind("timer")
 def timer(job: JobContext, seconds: float, fail: bool = False, crash_attempts: int = 0) -> dict:
     """Wait ``seconds``, reporting progress about every 100 ms."""
     if job.attempt <= crash_attempts:
@@ -33,10 +32,9 @@ def timer(job: JobContext, seconds: float, fail: bool = False, crash_attempts: i
     return {"seconds": seconds}
 
 
-@job_kind("checksum")
 def checksum(job: JobContext, algorithm: str) -> dict:
     """Hash the uploaded file, reporting progress by bytes."""
-    data = job.upload()
+    data = job.open_upload()
     size = len(data.getbuffer())
     digest = hashlib.new(algorithm)
     done = 0
@@ -48,12 +46,17 @@ def checksum(job: JobContext, algorithm: str) -> dict:
     return {"algorithm": algorithm, "hexdigest": digest.hexdigest(), "size": size}
 
 
-@job_kind("csv_profile")
 def csv_profile(job: JobContext) -> dict:
     """Profile every column of the uploaded CSV file, reporting progress by bytes."""
-    data = job.upload()
+    data = job.open_upload()
     size = len(data.getbuffer())
     try:
         return profile_csv(data, size, lambda done, total: job.report(done, total, f"{done:,} of {total:,} bytes"))
     except CsvFormatError as exc:
         raise JobError(str(exc)) from exc
+
+
+#: The body of each kind of job, by the kind's name.
+BODIES = {"timer": timer, "checksum": checksum, "csv_profile": csv_profile}
+
+huey = create_huey(BODIES)

@@ -132,7 +132,7 @@ class Submitter:
 
 
 def open_settings_store(settings: dict) -> JobStore:
-    return open_store(Settings.from_mapping(settings))
+    return open_store(Settings.load(settings))
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -12,6 +12,8 @@ import pytest
 import redis
 
 from webapp import create_app
+from webapp.config import Settings
+from webapp.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ["sqlite", "redis"]
@@ -76,10 +78,31 @@ def settings(backend, tmp_path, request) -> dict:
 
 
 @pytest.fixture
-def app(settings):
-    app = create_app({"TESTING": True, "SECRET_KEY": "test", **settings})
-    yield app
-    app.extensions["tasklight"].close()
+def make_app(settings):
+    """Create apps on the test's backend, with ``config`` on top of its settings; each is closed at teardown."""
+    made = []
+
+    def make(**config):
+        app = create_app({"TESTING": True, "SECRET_KEY": "test", **settings, **config})
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        app.extensions["tasklight"].close()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def store(settings):
+    """The test's store, opened directly, as a consumer or a script would."""
+    store = open_store(Settings.load(settings))
+    yield store
+    store.close()
 
 
 @pytest.fixture

@@ -1,9 +1,35 @@
 """Helpers that drive the app as a browser or a script would."""
 
+import contextlib
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from bs4 import BeautifulSoup
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+#: Headers of a client that wants JSON.
+JSON = {"Accept": "application/json"}
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args) -> None:
+        """Keep the test output free of one line per request."""
+
+
+@contextlib.contextmanager
+def serving(app) -> Iterator[tuple[str, int]]:
+    """Serve ``app`` on a real HTTP server in a background thread; yields its host and port."""
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="http-server", daemon=True)
+    thread.start()
+    try:
+        yield "127.0.0.1", server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
 
 
 def soup(response) -> BeautifulSoup:

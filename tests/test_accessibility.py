@@ -92,15 +92,18 @@ def status_regions(client, job_id: str) -> list:
     return [(page, page.select_one("#job-status")), (fragment, fragment.select_one("#job-status"))]
 
 
-@pytest.mark.parametrize("state", ["queued", "running", "succeeded", "failed"])
-def test_status_region_is_a_polite_live_region(client, make_job, state):
+@pytest.mark.parametrize(
+    "state, buttons",
+    [("queued", {"cancel-button"}), ("running", {"cancel-button"}), ("succeeded", set()), ("failed", {"retry-button"})],
+)
+def test_status_region_is_a_polite_live_region(client, make_job, state, buttons):
     job_id = make_job(state, {"done": 1, "total": 4, "message": "1 of 4 s"} if state == "running" else None)
     for _, region in status_regions(client, job_id):
         assert region["role"] == "status"
         assert region["aria-live"] == "polite"
         assert region["data-state"] == state
-        for button in region.select("button"):
-            assert button.get_text(strip=True)
+        assert {button["id"] for button in region.select("button")} == buttons
+        assert all(button.get_text(strip=True) for button in region.select("button"))
 
 
 @pytest.mark.parametrize("total", [4, None], ids=["determinate", "indeterminate"])

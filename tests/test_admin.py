@@ -3,17 +3,14 @@
 import io
 
 import pytest
-from helpers import csrf_token, job_id_from, soup, submit, wait_for
-
-from webapp import create_app
+from helpers import JSON, csrf_token, job_id_from, soup, submit, wait_for
 
 TOKEN = "correct horse battery staple"
-JSON = {"Accept": "application/json"}
 
 
 @pytest.fixture
-def admin_app(settings):
-    return create_app({"TESTING": True, "SECRET_KEY": "test", "ADMIN_TOKEN": TOKEN, **settings})
+def admin_app(make_app):
+    return make_app(ADMIN_TOKEN=TOKEN)
 
 
 def sign_in(client, token: str = TOKEN):

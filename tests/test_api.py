@@ -9,9 +9,8 @@ import urllib.request
 
 import pytest
 from conftest import ROOT, consumer_env, free_port
-from helpers import csrf_token, job_id_from, submit, wait_for
+from helpers import JSON, csrf_token, job_id_from, submit, wait_for
 
-JSON = {"Accept": "application/json"}
 FIELDS = {"id", "kind", "state", "progress", "result", "error", "created_at", "started_at", "finished_at"}
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 

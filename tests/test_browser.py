@@ -5,15 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from helpers import serving
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
-from werkzeug.serving import WSGIRequestHandler, make_server
-
-from webapp import create_app
 
 pytestmark = pytest.mark.browser
 
@@ -50,11 +47,6 @@ INJECT_INLINE_SCRIPT = """() => {
 }"""
 
 
-class QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args) -> None:
-        """Keep the test output free of one line per request."""
-
-
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     """One headless Chromium for the whole run; a missing Chromium fails, it never skips."""
@@ -67,16 +59,10 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def live_server(settings) -> Iterator[str]:
+def live_server(make_app) -> Iterator[str]:
     """The app on a real HTTP server in a background thread, sharing the test's store; yields its base URL."""
-    app = create_app({"SECRET_KEY": "test", **settings})
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    with serving(make_app(TESTING=False)) as (host, port):
+        yield f"http://{host}:{port}"
 
 
 class Recorder:

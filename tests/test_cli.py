@@ -47,7 +47,7 @@ def test_show_prints_the_whole_record(app, runner):
 
 def test_cancel_then_retry(app, runner):
     job_id = submit(app)
-    assert "only an ended" in run(runner, "retry", job_id, code=1).output
+    assert "can be retried" in run(runner, "retry", job_id, code=1).output
     assert "cancelled before it ran" in run(runner, "cancel", job_id).output
     assert "already ended" in run(runner, "cancel", job_id).output
     new_id = run(runner, "retry", job_id).output.strip()
@@ -60,8 +60,8 @@ def test_purge_then_the_id_is_gone(app, runner):
     assert run(runner, "purge", job_id).output.strip() == f"purged {job_id}"
     assert "was purged" in run(runner, "show", job_id, code=1).output
     assert "no job" in run(runner, "purge", "0" * 32, code=1).output
-    assert run(runner, "purge", code=2)
-    assert "reaped" in run(runner, "purge", "--expired").output
+    assert "Missing argument" in run(runner, "purge", code=2).output
+    assert "reaped" in run(runner, "reap").output
 
 
 def test_stats(app, runner):

@@ -65,10 +65,8 @@ def test_cancelled_job_raises_job_cancelled(app, consumer):
 
 def test_timeout_raises_and_leaves_the_job_alone(app, consumer):
     handle = start(app, 30)
-    began = time.monotonic()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError, match="after 0.5 s"):
         handle.wait(timeout=0.5)
-    assert 0.5 <= time.monotonic() - began < 1.5
     assert not handle.refresh().ready()
     assert handle.record.cancel_requested is False
     handle.cancel()
@@ -104,7 +102,7 @@ def test_retry_returns_a_new_handle(app, consumer):
 
 def test_expired_job_raises_job_expired(app):
     # No consumer: the job cannot start before its queue expiry passes.
-    handle = start(app, 1, {"queue_expiry": 0.2})
+    handle = start(app, 1, {"start_within": 0.2})
     with pytest.raises(JobExpired) as caught:
         handle.wait(timeout=5)
     assert caught.value.job.state == "expired"

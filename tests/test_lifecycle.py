@@ -5,14 +5,9 @@ import hashlib
 import io
 import signal
 import time
+from dataclasses import replace
 
-from conftest import Consumer
-from helpers import job_id_from, soup, submit, wait_for
-
-from webapp import create_app
-from webapp.worker import enqueue_job
-
-JSON = {"Accept": "application/json"}
+from helpers import JSON, job_id_from, soup, submit, wait_for
 
 
 def fragment(client, job_id):
@@ -166,7 +161,7 @@ def test_reaper_in_another_consumer_marks_lost_jobs(app, client, start_consumer)
     start_consumer()
     store = app.extensions["tasklight"].store
     deadline = time.monotonic() + app.config["HEARTBEAT_TIMEOUT"] + 5
-    while store._load(job_id).state != "lost":  # no read-side check: only the reaper
+    while store.load(job_id).state != "lost":  # no read-side check: only the reaper
         assert time.monotonic() < deadline, "the reaper did not mark the job lost"
         time.sleep(0.1)
 
@@ -226,55 +221,45 @@ def test_purged_job_answers_410_with_its_time_and_unknown_404(app, client, consu
     )
     wait_for(client, job_id, "succeeded")
     store = app.extensions["tasklight"].store
-    store.update(job_id, {"expires_at": time.time() - 1})
+    store.modify(job_id, lambda job: replace(job, purge_at=time.time() - 1))
     store.reap()
     for path in (f"/jobs/{job_id}", f"/jobs/{job_id}/status"):
         response = client.get(path)
         assert response.status_code == 410
         assert "result expired at" in soup(response).get_text()
     assert client.get(f"/jobs/{job_id}", headers=JSON).get_json()["expired_at"]
-    assert store.upload(job_id) is None
+    assert store.upload_content(job_id) is None
     assert client.get("/jobs/" + "f" * 32).status_code == 404
 
 
-def test_the_consumer_purges_jobs_after_their_retention(settings, tmp_path):
+def test_the_consumer_purges_jobs_after_their_retention(settings, make_app, start_consumer):
     settings["JOB_RETENTION"] = 0.5
-    app = create_app({"TESTING": True, "SECRET_KEY": "t", **settings})
+    app = make_app()
     client = app.test_client()
-    consumer = Consumer(settings, tmp_path / "purging-consumer.log").start()
-    try:
-        job_id = job_id_from(submit(client, "timer", {"seconds": "0"}))
-        deadline = time.monotonic() + 10
-        while (response := client.get(f"/jobs/{job_id}")).status_code != 410:
-            assert response.status_code == 200
-            assert time.monotonic() < deadline, "the job was not purged"
-            time.sleep(0.1)
-        assert "result expired at" in soup(response).get_text()
-    finally:
-        consumer.stop()
-        app.extensions["tasklight"].close()
+    start_consumer()
+    job_id = job_id_from(submit(client, "timer", {"seconds": "0"}))
+    deadline = time.monotonic() + 10
+    while (response := client.get(f"/jobs/{job_id}")).status_code != 410:
+        assert response.status_code == 200
+        assert time.monotonic() < deadline, "the job was not purged"
+        time.sleep(0.1)
+    assert "result expired at" in soup(response).get_text()
 
 
-def test_a_queued_job_whose_task_was_lost_is_enqueued_again(settings, tmp_path):
+def test_a_queued_job_whose_task_was_lost_is_enqueued_again(settings, make_app, start_consumer):
     """Huey pops tasks with no acknowledgement; a record left queued with no task must still run."""
     settings["REQUEUE_AFTER"] = 1
-    app = create_app({"TESTING": True, "SECRET_KEY": "t", **settings})
+    app = make_app()
     client = app.test_client()
     service = app.extensions["tasklight"]
-    try:
-        job_id = job_id_from(submit(client, "timer", {"seconds": "0"}))
-        waiting = job_id_from(submit(client, "timer", {"seconds": "0"}))
-        # Lose the first job's task, as a consumer killed right after popping it would.
-        assert [task.id for task in service.huey.pending()] == [job_id, waiting]
-        service.huey.storage.flush_queue()
-        enqueue_job(service.huey, service.store.get(waiting))
-        consumer = Consumer(settings, tmp_path / "requeue.log").start()
-        try:
-            wait_for(client, waiting, "succeeded")
-            data = wait_for(client, job_id, "succeeded", timeout=10)
-            assert data["attempt"] == 1
-            assert "enqueueing it again" in consumer.output()
-        finally:
-            consumer.stop()
-    finally:
-        service.close()
+    job_id = job_id_from(submit(client, "timer", {"seconds": "0"}))
+    waiting = job_id_from(submit(client, "timer", {"seconds": "0"}))
+    # Lose the first job's task, as a consumer killed right after popping it would.
+    assert [task.id for task in service.queue.pending()] == [job_id, waiting]
+    service.queue.storage.flush_queue()
+    service.queue.enqueue_job(service.store.get(waiting))
+    consumer = start_consumer()
+    wait_for(client, waiting, "succeeded")
+    data = wait_for(client, job_id, "succeeded", timeout=10)
+    assert data["attempt"] == 1
+    assert "enqueueing it again" in consumer.output()

@@ -3,12 +3,10 @@
 import time
 
 import pytest
-from helpers import csrf_token, job_id_from, soup, submit
+from helpers import JSON, csrf_token, job_id_from, soup, submit
 
-from webapp.jobs import PAGE_SIZE
+from webapp.listing import PAGE_SIZE
 from webapp.store import CANCELLED, QUEUED, SUCCEEDED, Job, new_id
-
-JSON = {"Accept": "application/json"}
 
 
 def listed_ids(response) -> list[str]:

@@ -3,10 +3,9 @@
 import io
 
 import pytest
-from helpers import csrf_token, job_id_from, soup, submit, wait_for
+from helpers import JSON, csrf_token, job_id_from, soup, submit, wait_for
 
 UNKNOWN = "0" * 32
-JSON = {"Accept": "application/json"}
 
 
 def job_urls(job_id: str, download: str | None = None) -> list[tuple[str, str, dict]]:

@@ -6,15 +6,11 @@ import io
 import logging
 import re
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 from bs4 import BeautifulSoup
-from helpers import csrf_token, job_id_from, soup, submit, wait_for
-from werkzeug.serving import WSGIRequestHandler, make_server
-
-from webapp import create_app
+from helpers import csrf_token, job_id_from, serving, soup, submit, wait_for
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -87,9 +83,9 @@ def test_session_cookie_is_httponly_and_samesite_lax(client):
 
 
 @sqlite_only
-def test_session_cookie_is_secure_behind_tls(settings, monkeypatch):
+def test_session_cookie_is_secure_behind_tls(make_app, monkeypatch):
     monkeypatch.setenv("TASKLIGHT_BEHIND_TLS", "1")
-    app = create_app({"TESTING": True, "SECRET_KEY": "test", **settings})
+    app = make_app()
     cookie = session_cookie(app.test_client().get("/jobs/new/timer", base_url="https://localhost"))
     attributes = {part.strip().lower() for part in cookie.split(";")}
     assert {"secure", "httponly", "samesite=lax"} <= attributes
@@ -124,21 +120,11 @@ def test_upload_over_the_limit_is_a_friendly_413(client, app, accept):
     assert page.select_one("header.site") is not None
 
 
-class QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args) -> None:
-        """Keep the test output free of one line per request."""
-
-
 @pytest.fixture
 def http_server(app) -> Iterator[tuple[str, int]]:
     """The test app on a real HTTP server in a background thread; yields its host and port."""
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name="http-server", daemon=True)
-    thread.start()
-    yield "127.0.0.1", server.server_port
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    with serving(app) as address:
+        yield address
 
 
 @sqlite_only
@@ -246,9 +232,9 @@ def test_unexpected_job_errors_show_a_reference_not_the_exception(client, app, c
 
 
 @pytest.fixture
-def production_app(settings):
+def production_app(make_app):
     """The app as deployed: not testing, not debugging, so errors are handled rather than raised."""
-    app = create_app({"SECRET_KEY": "test", **settings})
+    app = make_app(TESTING=False)
     assert not app.debug and not app.testing
 
     @app.get("/boom")

@@ -5,12 +5,14 @@ import shutil
 import subprocess
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 import redis
 from conftest import free_port
 
 from webapp.config import Settings
+from webapp.queue import JobQueue
 from webapp.store import (
     CANCELLED,
     EXPIRED,
@@ -21,22 +23,14 @@ from webapp.store import (
     RUNNING,
     SUCCEEDED,
     Job,
-    JobExpired,
     JobNotFound,
-    RedisStore,
-    SqliteStore,
+    JobPurged,
     StoreUnavailable,
     new_id,
     open_store,
 )
-from webapp.worker import create_huey
-
-
-@pytest.fixture
-def store(settings):
-    store = open_store(Settings.from_mapping(settings))
-    yield store
-    store.close()
+from webapp.store.redis import RedisStore
+from webapp.store.sqlite import SqliteStore
 
 
 def make(store, owner="alice", **fields) -> Job:
@@ -44,16 +38,16 @@ def make(store, owner="alice", **fields) -> Job:
 
 
 def test_create_then_get_round_trips(store):
-    job = make(store, upload={"name": "a.csv", "size": 3})
-    store.create(Job(id=new_id(), kind="checksum", owner="bob"), upload=b"abc")
+    job = make(store, upload_name="a.csv", upload_size=3)
+    store.create(Job(id=new_id(), kind="checksum", owner="bob"), upload_content=b"abc")
     loaded = store.get(job.id)
     assert loaded == job
-    assert store.upload(job.id) is None
+    assert store.upload_content(job.id) is None
 
 
 def test_upload_travels_with_the_job(store):
-    job = store.create(Job(id=new_id(), kind="checksum", owner="bob"), upload=b"\x00\xffdata")
-    assert store.upload(job.id) == b"\x00\xffdata"
+    job = store.create(Job(id=new_id(), kind="checksum", owner="bob"), upload_content=b"\x00\xffdata")
+    assert store.upload_content(job.id) == b"\x00\xffdata"
 
 
 def test_unknown_id_is_not_found(store):
@@ -95,7 +89,7 @@ def test_finish_sets_finished_and_expiry(store):
     store.start(job.id, "w")
     done = store.finish(job.id, FAILED, {"error": {"message": "no"}})
     assert done.finished_at is not None
-    assert done.expires_at == pytest.approx(done.finished_at + store.retention)
+    assert done.purge_at == pytest.approx(done.finished_at + store.retention)
 
 
 def test_concurrent_updates_are_never_lost(store):
@@ -105,7 +99,7 @@ def test_concurrent_updates_are_never_lost(store):
 
     def bump():
         for _ in range(per_thread):
-            store._update(job.id, lambda j: Job(**{**j.__dict__, "progress": {"done": j.progress.get("done", 0) + 1}}))
+            store.modify(job.id, lambda j: Job(**{**j.__dict__, "progress": {"done": j.progress.get("done", 0) + 1}}))
 
     workers = [threading.Thread(target=bump) for _ in range(threads)]
     for worker in workers:
@@ -122,7 +116,7 @@ def test_a_stale_running_job_is_lost_on_read_and_by_the_reaper(store):
         store.update(job.id, {"heartbeat_at": time.time() - store.heartbeat_timeout - 1})
     assert store.get(read.id).state == LOST
     assert store.reap() == 1
-    assert store._load(reaped.id).state == LOST
+    assert store.load(reaped.id).state == LOST
     assert store.get(read.id).error["message"] == "The worker running this job stopped."
 
 
@@ -132,20 +126,20 @@ def test_a_job_past_its_start_deadline_expires(store):
     assert store.get(job.id).state == EXPIRED
     other = make(store, start_by=time.time() - 1)
     store.reap()
-    assert store._load(other.id).state == EXPIRED
+    assert store.load(other.id).state == EXPIRED
 
 
 def test_purged_jobs_answer_expired_with_the_time(store):
-    job = store.create(Job(id=new_id(), kind="checksum", owner="a"), upload=b"x")
+    job = store.create(Job(id=new_id(), kind="checksum", owner="a"), upload_content=b"x")
     store.start(job.id, "w")
     store.finish(job.id, SUCCEEDED)
-    store.update(job.id, {"expires_at": time.time() - 1})
+    store.modify(job.id, lambda j: replace(j, purge_at=time.time() - 1))
     before = time.time()
     store.reap()
-    with pytest.raises(JobExpired) as caught:
+    with pytest.raises(JobPurged) as caught:
         store.get(job.id)
-    assert caught.value.expired_at >= before
-    assert store.upload(job.id) is None
+    assert caught.value.purged_at >= before
+    assert store.upload_content(job.id) is None
     assert store.list(owner="a") == []
 
 
@@ -174,7 +168,7 @@ def test_counts_and_workers(store):
 
 def test_redis_down_raises_store_unavailable():
     pool = redis.ConnectionPool.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
-    store = RedisStore(redis.Redis(connection_pool=pool), retention=1, tombstone_retention=1, heartbeat_timeout=1)
+    store = RedisStore(pool, retention=1, tombstone_retention=1, heartbeat_timeout=1)
     with pytest.raises(StoreUnavailable):
         store.get(new_id())
     with pytest.raises(StoreUnavailable):
@@ -187,10 +181,9 @@ def test_sqlite_unreadable_raises_store_unavailable(tmp_path):
     job = make(store)
     os.remove(tmp_path / "t.db")
     (tmp_path / "t.db").mkdir()  # the file is now a directory: any new connection fails
-    fresh = SqliteStore.__new__(SqliteStore)
-    fresh.__dict__.update(store.__dict__, _local=threading.local())
+    store.close()  # the next use opens a new connection
     with pytest.raises(StoreUnavailable):
-        fresh.get(job.id)
+        store.get(job.id)
 
 
 def test_sentinel_pool_reaches_the_master(redis_server, tmp_path):
@@ -216,9 +209,9 @@ def test_sentinel_pool_reaches_the_master(redis_server, tmp_path):
                 time.sleep(0.1)
         job = make(store)
         assert redis.Redis.from_url(redis_server).exists(f"tasklight:job:{job.id}")
-        huey = create_huey(settings, store)
-        huey.enqueue(huey.run_job.s(job.id, id=job.id))
-        assert huey.pending_count() == 1
+        queue = JobQueue(settings, store)
+        queue.enqueue_job(job)
+        assert queue.pending_count() == 1
         store.close()
     finally:
         proc.terminate()

@@ -6,12 +6,12 @@ import io
 import pytest
 
 import tasks
-from webapp.kinds import ALGORITHMS
+from webapp.forms import ALGORITHMS
 from webapp.worker import JobError
 
 
 class FakeJob:
-    """Only what a kind's function uses of JobContext: attempt, report() and upload()."""
+    """Only what a kind's function uses of JobContext: attempt, report() and open_upload()."""
 
     def __init__(self, upload: bytes = b"", attempt: int = 1):
         self.attempt = attempt
@@ -21,7 +21,7 @@ class FakeJob:
     def report(self, done, total=None, message=""):
         self.reports.append((done, total, message))
 
-    def upload(self) -> io.BytesIO:
+    def open_upload(self) -> io.BytesIO:
         return io.BytesIO(self.data)
 
 

@@ -6,16 +6,8 @@ import pytest
 from huey.api import Task
 from huey.exceptions import TaskTimeout
 
-from webapp.config import Settings
-from webapp.store import RETRYING, Job, new_id, open_store
+from webapp.store import RETRYING, Job, new_id
 from webapp.worker import JobCancelled, JobContext, Superseded
-
-
-@pytest.fixture
-def store(settings):
-    store = open_store(Settings.from_mapping(settings))
-    yield store
-    store.close()
 
 
 @pytest.fixture

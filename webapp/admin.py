@@ -10,7 +10,7 @@ import hmac
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 
-from .jobs import job_listing
+from .listing import ListQuery, job_listing
 from .service import service
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -63,7 +63,7 @@ def index():
     store = service().store
     return render_template(
         "pages/admin.html",
-        **job_listing(everyone=True),
+        **job_listing(store, ListQuery.from_args(request.args), owner=None, everyone=True),
         counts=store.counts(),
         queue_length=queue_length(),
         workers=store.live_workers(),
@@ -73,7 +73,7 @@ def index():
 def queue_length() -> int | None:
     """Tasks waiting in Huey's queue, or None if the queue cannot be read just now."""
     try:
-        return service().huey.pending_count()
+        return service().queue.pending_count()
     except Exception:
         # The page is for finding out what is wrong, so it still renders without this number.
         current_app.logger.exception("could not read the queue length")

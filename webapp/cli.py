@@ -10,8 +10,8 @@ from flask.cli import AppGroup
 
 from .filters import iso
 from .kinds import KINDS
-from .service import RETRYABLE, service
-from .store import STATES, Job, JobExpired, JobNotFound, StoreUnavailable
+from .service import NotRetryable, service
+from .store import STATES, Job, JobNotFound, JobPurged, StoreUnavailable
 
 
 class JobsGroup(AppGroup):
@@ -33,8 +33,8 @@ def load(job_id: str) -> Job:
         return service().store.get(job_id)
     except JobNotFound:
         raise click.ClickException(f"no job {job_id}") from None
-    except JobExpired as exc:
-        raise click.ClickException(f"job {job_id} expired at {iso(exc.expired_at)} and was purged") from None
+    except JobPurged as exc:
+        raise click.ClickException(f"job {job_id} was purged at {iso(exc.purged_at)}") from None
 
 
 @jobs.command("list")
@@ -53,7 +53,7 @@ def list_jobs(state: str | None, kind: str | None, owner: str | None, limit: int
 def show(job_id: str) -> None:
     """Print everything stored about a job as JSON, the traceback included."""
     record = asdict(load(job_id))
-    for name in ("created_at", "started_at", "finished_at", "heartbeat_at", "expires_at"):
+    for name in ("created_at", "started_at", "finished_at", "heartbeat_at", "purge_at", "start_by"):
         record[name] = iso(record[name])
     click.echo(json.dumps(record, indent=2, ensure_ascii=False))
 
@@ -69,27 +69,27 @@ def cancel(job_id: str) -> None:
 @click.argument("job_id")
 def retry(job_id: str) -> None:
     """Start a new job with the same inputs and print its id."""
-    job = load(job_id)
-    if job.state not in RETRYABLE:
-        raise click.ClickException(f"job {job_id} is {job.state}; only an ended, unsuccessful job can be retried")
-    click.echo(service().retry(job).id)
+    try:
+        click.echo(service().retry(load(job_id)).id)
+    except NotRetryable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @jobs.command("purge")
-@click.argument("job_ids", nargs=-1)
-@click.option("--expired", is_flag=True, help="Instead, reap now: mark stale jobs lost and purge those past retention.")
-def purge(job_ids: tuple[str, ...], expired: bool) -> None:
+@click.argument("job_ids", nargs=-1, required=True)
+def purge(job_ids: tuple[str, ...]) -> None:
     """Delete jobs and their uploads now; their ids then answer 410."""
-    if expired:
-        lost = service().store.reap()
-        click.echo(f"reaped: {lost} job(s) marked lost, expired ones purged")
-        return
-    if not job_ids:
-        raise click.UsageError("give one or more job ids, or --expired")
     for job_id in job_ids:
         load(job_id)
         service().store.purge(job_id)
         click.echo(f"purged {job_id}")
+
+
+@jobs.command("reap")
+def reap() -> None:
+    """Do a reaper's round now: mark stale jobs lost, overdue ones expired, and purge those past retention."""
+    lost = service().store.reap()
+    click.echo(f"reaped: {lost} job(s) marked lost; overdue ones expired; those past retention purged")
 
 
 @jobs.command("stats")
@@ -99,7 +99,7 @@ def stats(as_json: bool) -> None:
     counts = service().store.counts()
     numbers = {
         "counts": {state: counts.get(state, 0) for state in STATES},
-        "queued_tasks": service().huey.pending_count(),
+        "queued_tasks": service().queue.pending_count(),
         "workers": service().store.live_workers(),
     }
     if as_json:

@@ -1,18 +1,19 @@
 """Error pages: a clear answer with the right status, never a traceback."""
 
-import time
 import uuid
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, current_app
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from .store import JobExpired, JobNotFound, StoreUnavailable
+from .filters import when
+from .negotiate import respond
+from .store import JobNotFound, JobPurged, StoreUnavailable
 
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(JobNotFound, not_found)
-    app.register_error_handler(JobExpired, expired)
+    app.register_error_handler(JobPurged, purged)
     app.register_error_handler(StoreUnavailable, unavailable)
     app.register_error_handler(CSRFError, csrf_error)
     app.register_error_handler(HTTPException, http_error)
@@ -20,21 +21,18 @@ def init_app(app: Flask) -> None:
 
 
 def error_page(status: int, title: str, message: str, **extra):
-    """Render the error page, or JSON for clients that ask for it."""
-    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-    if best == "application/json":
-        response = jsonify(error=message, status=status, **extra)
-    else:
-        response = render_template("pages/error.html", status=status, title=title, message=message, **extra)
-    return response, status, {"Cache-Control": "no-store", "Vary": "Accept"}
+    """The error page, or JSON for clients that ask for it."""
+    data = {"error": message, "status": status, **extra}
+    headers = {"Cache-Control": "no-store", "Vary": "Accept"}
+    return respond(data, "pages/error.html", status, headers, title=title, message=message, **extra)
 
 
 def not_found(exc: JobNotFound):
     return error_page(404, "Job not found", "There is no job with this id in your session.")
 
 
-def expired(exc: JobExpired):
-    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(exc.expired_at))
+def purged(exc: JobPurged):
+    at = when(exc.purged_at)
     return error_page(410, "Job expired", f"This job's result expired at {at} and was deleted.", expired_at=at)
 
 

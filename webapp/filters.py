@@ -1,4 +1,4 @@
-"""Template filters that turn record values into words for people."""
+"""Template filters that turn record values into words for people, and the form fields' ARIA attributes."""
 
 import time
 
@@ -19,6 +19,17 @@ LABELS = {
 def init_app(app: Flask) -> None:
     for function in (iso, when, filesize, duration, relative, state_label):
         app.add_template_filter(function)
+    app.add_template_global(aria)
+
+
+def aria(field) -> dict[str, str]:
+    """The ARIA attributes of a form field: what describes it (help and errors), and whether it is invalid."""
+    described = [f"{field.id}-help"] if field.description else []
+    described += [f"{field.id}-error"] if field.errors else []
+    attributes = {"aria-describedby": " ".join(described)} if described else {}
+    if field.errors:
+        attributes["aria-invalid"] = "true"
+    return attributes
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -29,6 +40,7 @@ def iso(timestamp: float | None) -> str | None:
 
 
 def when(timestamp: float) -> str:
+    """For people: "2026-11-27 11:03:51 UTC"."""
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
 
 

@@ -47,7 +47,7 @@ class JobCancelled(JobNotSucceeded):
 
 
 class JobExpired(JobNotSucceeded):
-    """The job was not started in time (its state is ``expired``); not to be confused with a purged record."""
+    """The job was not started in time (its state is ``expired``)."""
 
 
 ENDINGS: dict[str, type[JobNotSucceeded]] = {
@@ -80,7 +80,7 @@ class JobHandle:
         :param app: the app whose store to use; the current app by default.
         :param owner: if given, a job owned by anyone else is not found.
         :raises JobNotFound: no such job (at once, without waiting).
-        :raises webapp.store.JobExpired: the job's record was purged.
+        :raises JobPurged: the job's record was purged.
         """
         tasklight = (app or current_app).extensions["tasklight"]
         return cls(tasklight, tasklight.store.get_for(job_id, owner))
@@ -157,7 +157,7 @@ class JobHandle:
     def retry(self) -> JobHandle:
         """Start a new job with the same inputs and return its handle.
 
-        :raises ValueError: the job is not failed, lost, cancelled or expired.
+        :raises NotRetryable: the job is not failed, lost, cancelled or expired.
         """
         self.refresh()
         new = self._tasklight.retry(self.record)

@@ -1,9 +1,9 @@
-"""Submit jobs, show them as they change, cancel and retry them, and list them."""
+"""Submit jobs, show them as they change, cancel and retry them, download their results, and list them."""
 
 from __future__ import annotations
 
 import hashlib
-import math
+import io
 import time
 import uuid
 
@@ -11,28 +11,27 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     jsonify,
     redirect,
     render_template,
     request,
+    send_file,
     session,
     url_for,
 )
 
 from .filters import iso
 from .kinds import KINDS, Kind
-from .service import RETRYABLE, Upload, service
-from .store import QUEUED, RETRYING, RUNNING, STATES, Job, JobNotFound
+from .listing import ListQuery, job_listing
+from .negotiate import respond, wants_json
+from .service import NotRetryable, service
+from .store import RUNNING, SUCCEEDED, Job, JobNotFound
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
-
-def wants_json() -> bool:
-    """True when the client prefers JSON to HTML (browsers never do)."""
-    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-    return best == "application/json"
+#: Seconds between polls of a job's status, by the job's age: short at first, longer for long jobs.
+POLL_SECONDS = ((10, 1), (60, 2), (float("inf"), 5))
 
 
 def current_owner(create: bool = False) -> str | None:
@@ -51,19 +50,25 @@ def owned_job(job_id: str) -> Job:
     return service().store.get_for(job_id, owner)
 
 
+def get_kind(name: str) -> Kind:
+    kind = KINDS.get(name)
+    if kind is None:
+        abort(404, description=f"There is no kind of job called “{name}”.")
+    return kind
+
+
 def poll_interval(job: Job) -> int:
-    """Seconds until the next poll: short at first, longer for long jobs."""
+    """Seconds until the next poll of ``job``."""
     age = time.time() - job.created_at
-    return 1 if age < 10 else 2 if age < 60 else 5
+    return next(seconds for younger_than, seconds in POLL_SECONDS if age < younger_than)
 
 
 def seconds_left(job: Job) -> float | None:
     """Estimate the time left from the progress so far, once that is possible."""
-    progress, now = job.progress, time.time()
-    done, total = progress.get("done") or 0, progress.get("total")
+    done, total = job.progress.get("done") or 0, job.progress.get("total")
     if job.state != RUNNING or not total or done <= 0 or not job.started_at:
         return None
-    elapsed = now - job.started_at
+    elapsed = time.time() - job.started_at
     if elapsed < 1 or done >= total:
         return None
     return elapsed * (total - done) / done
@@ -71,15 +76,19 @@ def seconds_left(job: Job) -> float | None:
 
 def job_context(job: Job) -> dict:
     """Everything the job page and its status fragment render from."""
-    store = service().store
-    waiting = job.state == QUEUED or (job.state == RETRYING and not job.next_attempt_at)
+    total = job.progress.get("total")
+    shown_attempt = job.attempt + (1 if job.state == "retrying" else 0)
     return {
         "job": job,
         "kind": KINDS.get(job.kind),
         "poll": poll_interval(job),
         "eta": seconds_left(job),
-        "no_worker": waiting and not store.live_workers(),
-        "retryable": job.state in RETRYABLE,
+        "percent": round(100 * job.progress["done"] / total) if total else None,
+        # Shown once a job has been tried more than once, while it may still be tried again.
+        "attempt": (shown_attempt, max(job.max_attempts, shown_attempt))
+        if shown_attempt > 1 and not job.terminal
+        else None,
+        "no_worker": job.waiting and not service().store.live_workers(),
         "now": time.time(),
     }
 
@@ -105,11 +114,14 @@ def job_json(job: Job) -> dict:
     }
 
 
-def get_kind(name: str) -> Kind:
-    kind = KINDS.get(name)
-    if kind is None:
-        abort(404, description=f"There is no kind of job called “{name}”.")
-    return kind
+def to_job(job: Job, data: dict, status: int, message: str | None = None) -> Response:
+    """After a POST: JSON ``data`` with ``status`` and the job's Location, or ``message`` flashed and a 303 there."""
+    location = url_for("jobs.show", job_id=job.id)
+    if wants_json():
+        return jsonify(data), status, {"Location": location}
+    if message:
+        flash(message)
+    return redirect(location, 303)
 
 
 @bp.after_request
@@ -124,13 +136,9 @@ def new(kind_name: str):
     """Show the form for a kind of job."""
     kind = get_kind(kind_name)
     form = kind.form()
-    if wants_json():
-        return jsonify(
-            kind=kind.name,
-            fields=[f.name for f in form if f.name != "csrf_token"],
-            csrf_token=form.csrf_token.current_token,
-        )
-    return render_template("pages/form.html", kind=kind, form=form)
+    fields = [f.name for f in form if f.name != "csrf_token"]
+    data = {"kind": kind.name, "fields": fields, "csrf_token": form.csrf_token.current_token}
+    return respond(data, "pages/form.html", kind=kind, form=form)
 
 
 @bp.post("/new/<kind_name>")
@@ -141,24 +149,10 @@ def submit(kind_name: str):
         abort(400, description="The JSON body must be an object of form fields.")
     form = kind.form()
     if not form.validate():
-        if wants_json():
-            messages = {name: " ".join(errors) for name, errors in form.errors.items()}
-            return jsonify(error="The form has errors.", fields=messages), 400
-        return render_template("pages/form.html", kind=kind, form=form), 400
-    file = form.upload()
-    upload = None
-    if file:
-        upload = Upload(file.filename or "upload", file.read())
-        # Close the spooled temporary file now rather than at garbage collection.
-        file.close()
-        # MAX_CONTENT_LENGTH leaves room for the other fields; the file itself gets the exact limit.
-        if len(upload.content) > current_app.config["MAX_UPLOAD_BYTES"]:
-            abort(413)
-    job = service().submit(kind, current_owner(create=True), form.inputs(), form.options(), upload)
-    location = url_for("jobs.show", job_id=job.id)
-    if wants_json():
-        return jsonify(job_json(job)), 202, {"Location": location}
-    return redirect(location, 303)
+        data = {"error": "The form has errors.", "fields": {name: " ".join(e) for name, e in form.errors.items()}}
+        return respond(data, "pages/form.html", 400, kind=kind, form=form)
+    job = service().submit(kind, current_owner(create=True), form.inputs(), form.options(), form.upload())
+    return to_job(job, job_json(job), 202)
 
 
 @bp.get("/<job_id>")
@@ -196,89 +190,46 @@ def fragment_version(context: dict) -> tuple:
 @bp.post("/<job_id>/cancel")
 def cancel(job_id: str):
     """Cancel a job, or ask it to stop, then go back to its page."""
-    job = owned_job(job_id)
-    message = service().cancel(job)
-    if wants_json():
-        return jsonify(job_json(service().store.get(job_id)) | {"message": message}), 202
-    flash(message)
-    return redirect(url_for("jobs.show", job_id=job_id), 303)
+    message = service().cancel(owned_job(job_id))
+    job = service().store.get(job_id)
+    return to_job(job, job_json(job) | {"message": message}, 202, message)
 
 
 @bp.post("/<job_id>/retry")
 def retry(job_id: str):
     """Start a new job with the same inputs and go to it."""
     job = owned_job(job_id)
-    if job.state not in RETRYABLE:
-        message = f"Only a failed, lost, cancelled or expired job can be retried; this one is {job.state}."
-        if wants_json():
-            return jsonify(error=message), 409
-        flash(message)
-        return redirect(url_for("jobs.show", job_id=job_id), 303)
-    new_job = service().retry(job)
-    location = url_for("jobs.show", job_id=new_job.id)
-    if wants_json():
-        return jsonify(job_json(new_job)), 202, {"Location": location}
-    return redirect(location, 303)
+    try:
+        new_job = service().retry(job)
+    except NotRetryable as exc:
+        return to_job(job, {"error": str(exc)}, 409, str(exc))
+    return to_job(new_job, job_json(new_job), 202)
+
+
+@bp.get("/<job_id>/download.<fmt>")
+def download(job_id: str, fmt: str):
+    """Send a succeeded job's result as an attachment; only its owner may."""
+    job = owned_job(job_id)
+    kind = KINDS.get(job.kind)
+    if kind is None or fmt not in kind.download_formats(job):
+        abort(404, description=f"This job's result cannot be downloaded as .{fmt}.")
+    if job.state != SUCCEEDED:
+        abort(409, description=f"This job is {job.state}; its result can be downloaded once it has succeeded.")
+    file = kind.make_download(job, fmt)
+    # send_file writes Content-Disposition, with RFC 6266 ``filename*`` when the name needs it.
+    return send_file(io.BytesIO(file.content), mimetype=file.mimetype, as_attachment=True, download_name=file.filename)
 
 
 @bp.get("")
 def index():
     """List this session's jobs, newest first, filtered and paged."""
-    listing = job_listing()
-    if wants_json():
-        return jsonify(jobs=[job_json(j) for j in listing["jobs"]], next=listing["next_cursor"])
-    return render_template("pages/jobs.html", **listing)
+    listing = job_listing(service().store, ListQuery.from_args(request.args), current_owner())
+    data = {"jobs": [job_json(job) for job in listing["jobs"]], "next": listing["next_cursor"]}
+    return respond(data, "pages/jobs.html", **listing)
 
 
 @bp.get("/rows")
 def rows():
     """Return the list's rows alone, for the list to refresh itself."""
-    return render_template("partials/job_rows.html", **job_listing())
-
-
-#: Jobs on one page of the list.
-PAGE_SIZE = 20
-
-
-def job_listing(everyone: bool = False) -> dict:
-    """One page of this session's jobs (or, for admins, ``everyone``'s), from the query string."""
-    state = request.args.get("state") or None
-    kind = request.args.get("kind") or None
-    if state is not None and state not in STATES:
-        abort(400, description=f"“{state}” is not a job state.")
-    if kind is not None and kind not in KINDS:
-        abort(400, description=f"“{kind}” is not a kind of job.")
-    before = request.args.get("before") or None
-    # Parse the cursor even when there is nothing to list, so that a bad one is always a 400.
-    cursor = parse_cursor(before)
-    owner = None if everyone else current_owner()
-    jobs = []
-    if owner or everyone:
-        jobs = service().store.list(owner=owner, state=state, kind=kind, before=cursor, limit=PAGE_SIZE + 1)
-    more = len(jobs) > PAGE_SIZE
-    jobs = jobs[:PAGE_SIZE]
-    return {
-        "jobs": jobs,
-        "state": state,
-        "kind": kind,
-        "before": before,
-        "next_cursor": f"{jobs[-1].created_at!r}_{jobs[-1].id}" if more else None,
-        "states": STATES,
-        "kinds": KINDS,
-        "polling": any(not job.terminal for job in jobs),
-    }
-
-
-def parse_cursor(value: str | None) -> tuple[float, str] | None:
-    """A page cursor is the creation time and id of the last job on the page before."""
-    if not value:
-        return None
-    created, _, job_id = value.partition("_")
-    try:
-        at = float(created)
-    except ValueError:
-        at = math.nan
-    # float() also accepts "nan" and "inf", which Redis refuses as a score bound (a 500, not a 400).
-    if not math.isfinite(at) or not job_id:
-        abort(400, description="The page link is not valid. Start again from the first page.")
-    return at, job_id
+    listing = job_listing(service().store, ListQuery.from_args(request.args), current_owner())
+    return render_template("partials/job_rows.html", **listing)

@@ -4,38 +4,35 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 from flask import current_app
-from huey.api import Huey
 
+from .forms import Upload
 from .kinds import KINDS, Kind
+from .queue import JobQueue
 from .store import CANCELLED, FAILED, QUEUED, RETRYING, RUNNING, Job, JobStore, StoreUnavailable, new_id
-from .worker import enqueue_job
 
 logger = logging.getLogger("tasklight")
 
-#: States a job can be retried from.
-RETRYABLE = frozenset({"failed", "lost", "cancelled", "expired"})
 
+class NotRetryable(ValueError):
+    """Only a job that ended without a result can be retried."""
 
-@dataclass
-class Upload:
-    name: str
-    content: bytes
+    def __init__(self, job: Job):
+        super().__init__(f"Only a failed, lost, cancelled or expired job can be retried; this one is {job.state}.")
 
 
 class Tasklight:
     """The store and the queue, with the operations that keep them in step."""
 
-    def __init__(self, store: JobStore, huey: Huey):
+    def __init__(self, store: JobStore, queue: JobQueue):
         self.store = store
-        self.huey = huey
+        self.queue = queue
 
     def close(self) -> None:
         """Release the connections of the store and the queue (on Redis they share one pool)."""
         self.store.close()
-        self.huey.storage.close()
+        self.queue.storage.close()
 
     def submit(
         self,
@@ -52,12 +49,7 @@ class Tasklight:
             could not be enqueued (it is then marked failed, so it is not
             left waiting forever).
         """
-        options = {
-            "retry_delay": kind.retry_delay,
-            "time_limit": kind.time_limit,
-            "queue_expiry": kind.queue_expiry,
-            **(options or {}),
-        }
+        options = kind.options(options)
         now = time.time()
         job = Job(
             id=new_id(),
@@ -68,15 +60,16 @@ class Tasklight:
             max_attempts=kind.retries + 1,
             created_at=now,
             retry_of=retry_of,
-            start_by=now + options["queue_expiry"] if options["queue_expiry"] else None,
-            upload={"name": upload.name, "size": len(upload.content)} if upload else None,
+            start_by=now + options["start_within"] if options["start_within"] else None,
+            upload_name=upload.name if upload else None,
+            upload_size=len(upload.content) if upload else None,
         )
         self.store.create(job, upload.content if upload else None)
         try:
-            enqueue_job(self.huey, job)
+            self.queue.enqueue_job(job)
         except Exception as exc:
             logger.exception("could not enqueue job %s", job.id)
-            error = {"message": "The job could not be queued. Please try again.", "ref": job.id[:8]}
+            error = job.failure("The job could not be queued. Please try again.")
             try:
                 self.store.finish(job.id, FAILED, {"error": error}, states={QUEUED})
             except StoreUnavailable:
@@ -96,13 +89,13 @@ class Tasklight:
     def retry(self, job: Job) -> Job:
         """Submit a new job with the same inputs and upload, linked both ways to ``job``.
 
-        :raises ValueError: the job is not in a state that can be retried.
+        :raises NotRetryable: the job did not end without a result.
         """
-        if job.state not in RETRYABLE:
-            raise ValueError(f"A {job.state} job cannot be retried.")
+        if not job.retryable:
+            raise NotRetryable(job)
         upload = None
-        if job.upload is not None:
-            upload = Upload(job.upload["name"], self.store.upload(job.id) or b"")
+        if job.upload_size is not None:
+            upload = Upload(job.upload_name, self.store.upload_content(job.id) or b"")
         new = self.submit(KINDS[job.kind], job.owner, job.inputs, job.options, upload, retry_of=job.id)
         self.store.update(job.id, {"retried_by": new.id})
         return new

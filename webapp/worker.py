@@ -1,10 +1,10 @@
-"""The worker side: the Huey instance, the one task that runs every job, and
-the signal handlers and heartbeats that keep each job's record truthful.
+"""The consumer side: runs each attempt of a job and keeps its record truthful.
 
-Every kind of job runs through the single Huey task ``run_job(job_id)``. It
-reads the job's record, runs the kind's function with a ``JobContext`` and
-writes the outcome back. Huey's signals cover what the task itself cannot see:
-unexpected errors and retries, queue expiry and a consumer being stopped.
+``Worker.run`` is the body of the queue's one task. It reads the job's record,
+runs the kind's body with a ``JobContext`` and writes the outcome back. Huey's
+signals cover what the task itself cannot see: queue expiry and a consumer
+being stopped. A ``Heartbeat`` thread keeps running jobs alive in the store and
+reaps the ones whose worker died.
 """
 
 from __future__ import annotations
@@ -18,30 +18,23 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from typing import BinaryIO
 
-from huey import RedisHuey, SqliteHuey, signals
-from huey.api import Huey, Task
+from huey import signals
+from huey.api import Task
 from huey.exceptions import TaskTimeout
 from huey.utils import normalize_time
 
 from .config import Settings
-from .store import CANCELLED, FAILED, RETRYING, RUNNING, SUCCEEDED, Job, JobStore, open_store
+from .kinds import KINDS
+from .queue import JobQueue
+from .store import CANCELLED, FAILED, RETRYING, RUNNING, SUCCEEDED, JobStore, open_store
 
 logger = logging.getLogger("tasklight.worker")
 
-#: Job functions by kind, filled in by ``@job_kind`` in tasks.py.
-JOB_FUNCTIONS: dict[str, Callable] = {}
-
-
-def job_kind(name: str) -> Callable[[Callable], Callable]:
-    """Register a function as the body of the jobs of kind ``name``."""
-
-    def register(func: Callable) -> Callable:
-        JOB_FUNCTIONS[name] = func
-        return func
-
-    return register
+#: A kind's body: takes a ``JobContext`` and the job's inputs, returns a JSON-serialisable result.
+Body = Callable[..., object]
 
 
 class JobError(Exception):
@@ -54,6 +47,10 @@ class JobCancelled(Exception):
 
 class Superseded(Exception):
     """This attempt no longer owns the job (it was marked lost or re-queued)."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class JobContext:
@@ -94,58 +91,47 @@ class JobContext:
         if job.cancel_requested:
             raise JobCancelled(self.job_id)
 
-    def upload(self) -> io.BytesIO:
-        """The file uploaded with the job, read from the store so any host can run it."""
-        return io.BytesIO(self.store.upload(self.job_id) or b"")
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def error_ref(job_id: str, attempt: int) -> str:
-    """A short reference shown to the owner; admins find the traceback by the job id it starts with."""
-    return f"{job_id[:8]}-{attempt}"
-
-
-def failure(job_id: str, attempt: int, message: str | None = None) -> dict:
-    """The changes that record a failure: the owner's message (or a generic one) and a reference."""
-    ref = error_ref(job_id, attempt)
-    return {"error": {"message": message or f"The job failed (ref {ref}).", "ref": ref}}
-
-
-def enqueue_job(huey: Huey, job: Job) -> None:
-    """Put a recorded job's task in Huey's queue, under the job's id, with the job's options."""
-    options = job.options
-    expires = max(job.start_by - time.time(), 0) if job.start_by is not None else None
-    task = huey.run_job.s(
-        job.id,
-        id=job.id,
-        retries=job.max_attempts - 1,
-        retry_delay=options.get("retry_delay") or 0,
-        timeout=options.get("time_limit"),
-        expires=expires,
-    )
-    huey.enqueue(task)
+    def open_upload(self) -> BinaryIO:
+        """The file uploaded with the job, read from the store so that any host can run it."""
+        return io.BytesIO(self.store.upload_content(self.job_id) or b"")
 
 
 class Heartbeat:
-    """Renews, every few seconds, this process's liveness and that of its running jobs.
+    """Renews, every few seconds, this process's liveness and that of the jobs it runs.
 
-    It also reaps: any consumer marks stale jobs lost, purges expired ones and
+    It also reaps: any consumer marks stale jobs lost, purges old ones and
     re-enqueues stranded ones, so no separate scheduler is needed. One thread
-    per process.
+    per process, started with the first job or at consumer start-up.
     """
 
-    def __init__(self, store: JobStore, huey: Huey, interval: float, requeue_after: float):
+    def __init__(self, store: JobStore, queue: JobQueue, interval: float, requeue_after: float):
         self.store = store
-        self.huey = huey
+        self.queue = queue
         self.interval = interval
         self.requeue_after = requeue_after
         self._next_requeue_check = 0.0
-        self.running: dict[str, int] = {}
+        #: The attempt of each job this process is running, by job id.
+        self._running: dict[str, int] = {}
         self._pid: int | None = None
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def running(self, job_id: str, attempt: int) -> Iterator[None]:
+        """Keep this attempt's heartbeat going while the block runs."""
+        self.ensure_started()
+        self._running[job_id] = attempt
+        try:
+            yield
+        finally:
+            self._running.pop(job_id, None)
+
+    def attempt_of(self, job_id: str) -> int | None:
+        """The attempt of ``job_id`` this process is running, if it is running one."""
+        return self._running.get(job_id)
+
+    def let_go(self, job_id: str) -> None:
+        """Stop beating for a job that this process hands back to the queue."""
+        self._running.pop(job_id, None)
 
     def ensure_started(self) -> None:
         # A forked worker process inherits the object but not the thread.
@@ -155,7 +141,7 @@ class Heartbeat:
                 # Check in before the first job starts, so no page says "no worker" about a running job.
                 with contextlib.suppress(Exception):
                     self.store.beat_worker(worker_name())
-                threading.Thread(target=self._run, name="tasklight-heartbeat", daemon=True).start()
+                threading.Thread(target=self._loop, name="tasklight-heartbeat", daemon=True).start()
                 atexit.register(self._forget)
 
     def _forget(self) -> None:
@@ -163,7 +149,7 @@ class Heartbeat:
         with contextlib.suppress(Exception):
             self.store.forget_worker(worker_name())
 
-    def _run(self) -> None:
+    def _loop(self) -> None:
         while True:
             try:
                 self.beat()
@@ -174,7 +160,7 @@ class Heartbeat:
     def beat(self) -> None:
         self.store.beat_worker(worker_name())
         now = time.time()
-        for job_id, attempt in list(self.running.items()):
+        for job_id, attempt in list(self._running.items()):
             self.store.update(job_id, {"heartbeat_at": now}, states={RUNNING}, attempt=attempt)
         self.store.reap()
         if time.monotonic() >= self._next_requeue_check:
@@ -193,106 +179,94 @@ class Heartbeat:
         stranded = self.store.stranded(time.time() - self.requeue_after)
         if not stranded:
             return 0
-        present = {task.id for task in self.huey.pending()} | {task.id for task in self.huey.scheduled()}
+        present = self.queue.task_ids()
         count = 0
         for job in stranded:
             if job.id not in present:
                 logger.warning("job %s is still queued but its task is gone; enqueueing it again", job.id)
-                enqueue_job(self.huey, job)
+                self.queue.enqueue_job(job)
                 count += 1
         return count
 
 
-def create_huey(settings: Settings | None = None, store: JobStore | None = None) -> Huey:
-    """Build the Huey instance and job store that ``settings`` select, with the job task registered.
+class Worker:
+    """Runs jobs from the queue with the kinds' bodies, and answers Huey's signals about them."""
 
-    The web app and the consumer each call this; they agree because the task
-    is registered under the same name and both read the same settings.
-    """
-    settings = settings or Settings.from_env()
-    store = store or open_store(settings)
-    if settings.REDIS_URL:
-        # Share the store's pool, so that a Sentinel setup covers the queue too.
-        huey = RedisHuey("tasklight", connection_pool=store.redis.connection_pool, results=False)
-    else:
-        huey = SqliteHuey("tasklight", filename=settings.database_path, results=False)
-    heartbeat = Heartbeat(store, huey, settings.HEARTBEAT_INTERVAL, settings.REQUEUE_AFTER)
+    def __init__(self, settings: Settings, store: JobStore, bodies: Mapping[str, Body]):
+        check_bodies(bodies)
+        self.store = store
+        self.bodies = dict(bodies)
+        self.queue = JobQueue(settings, store, run=self.run)
+        self.heartbeat = Heartbeat(store, self.queue, settings.HEARTBEAT_INTERVAL, settings.REQUEUE_AFTER)
+        self.queue.signal(signals.SIGNAL_EXPIRED)(self.on_expired)
+        self.queue.signal(signals.SIGNAL_INTERRUPTED)(self.on_interrupted)
+        self.queue.on_startup()(self.heartbeat.ensure_started)
 
-    @huey.task(context=True, name="run_job")
-    def run_job(job_id: str, task: Task) -> None:
+    def run(self, job_id: str, task: Task) -> None:
         """Run one attempt of a job and record how it ended."""
-        job = store.start(job_id, worker_name())
+        job = self.store.start(job_id, worker_name())
         if job is None:
             logger.info("job %s is no longer waiting to run; skipped", job_id)
             with contextlib.suppress(LookupError):
-                store.get(job_id)  # A read marks a job that missed its start deadline as expired.
+                self.store.get(job_id)  # A read marks a job that missed its start deadline as expired.
             return
-        heartbeat.ensure_started()
-        heartbeat.running[job_id] = job.attempt
-        task.tasklight_attempt = job.attempt
         guard = {"states": {RUNNING}, "attempt": job.attempt}
-        context = JobContext(store, job_id, job.attempt, task)
-        try:
-            function = JOB_FUNCTIONS[job.kind]
-            result = function(context, **job.inputs)
-        except JobCancelled:
-            store.finish(job_id, CANCELLED, {"progress": {**job.progress, "message": "Cancelled."}}, **guard)
-        except JobError as exc:
-            store.finish(job_id, FAILED, failure(job_id, job.attempt, str(exc)), **guard)
-        except TaskTimeout:
-            message = f"The job was stopped after {task.timeout:g} s, its time limit."
-            store.finish(job_id, FAILED, failure(job_id, job.attempt, message), **guard)
-        except Superseded:
-            logger.warning("job %s attempt %s was superseded; its result is dropped", job_id, job.attempt)
-        else:
-            store.finish(job_id, SUCCEEDED, {"result": result}, **guard)
-        finally:
-            heartbeat.running.pop(job_id, None)
+        context = JobContext(self.store, job_id, job.attempt, task)
+        with self.heartbeat.running(job_id, job.attempt):
+            try:
+                result = self.bodies[job.kind](context, **job.inputs)
+            except JobCancelled:
+                self.store.finish(job_id, CANCELLED, {"progress": {**job.progress, "message": "Cancelled."}}, **guard)
+            except JobError as exc:
+                self.store.finish(job_id, FAILED, {"error": job.failure(str(exc))}, **guard)
+            except TaskTimeout:
+                message = f"The job was stopped after {task.timeout:g} s, its time limit."
+                self.store.finish(job_id, FAILED, {"error": job.failure(message)}, **guard)
+            except Superseded:
+                logger.warning("job %s attempt %s was superseded; its result is dropped", job_id, job.attempt)
+            except Exception as exc:
+                # Unexpected: the traceback is kept for admins, and Huey retries while the task has retries left.
+                details = "".join(traceback.format_exception(exc))
+                if task.retries:
+                    retrying = {"state": RETRYING, "next_attempt_at": time.time() + task.retry_delay}
+                    self.store.update(job_id, {"traceback": details, **retrying}, **guard)
+                else:
+                    self.store.finish(job_id, FAILED, {"traceback": details, "error": job.failure()}, **guard)
+                raise
+            else:
+                self.store.finish(job_id, SUCCEEDED, {"result": result}, **guard)
 
-    @huey.signal(signals.SIGNAL_ERROR)
-    def on_error(signal: str, task: Task, exc: BaseException) -> None:
-        # Unexpected errors reach Huey, which retries while the task has retries left.
-        attempt = getattr(task, "tasklight_attempt", None)
-        if attempt is None:
-            return
-        details = "".join(traceback.format_exception(exc))
-        store.update(task.id, {"traceback": details}, states={RUNNING}, attempt=attempt)
-        if not task.retries:
-            store.finish(task.id, FAILED, failure(task.id, attempt), states={RUNNING}, attempt=attempt)
-
-    @huey.signal(signals.SIGNAL_RETRYING)
-    def on_retrying(signal: str, task: Task) -> None:
-        changes = {"state": RETRYING, "next_attempt_at": time.time() + (task.retry_delay or 0)}
-        store.update(task.id, changes, states={RUNNING}, attempt=getattr(task, "tasklight_attempt", None))
-
-    @huey.signal(signals.SIGNAL_EXPIRED)
-    def on_expired(signal: str, task: Task) -> None:
+    def on_expired(self, signal: str, task: Task) -> None:
         with contextlib.suppress(LookupError):
-            store.mark_expired(store.get(task.id))
+            self.store.mark_expired(self.store.get(task.id))
 
-    @huey.signal(signals.SIGNAL_INTERRUPTED)
-    def on_interrupted(signal: str, task: Task) -> None:
-        # The consumer is shutting down without waiting: put the job back in
-        # the queue so that the next consumer starts it again from the top.
-        attempt = getattr(task, "tasklight_attempt", None)
+    def on_interrupted(self, signal: str, task: Task) -> None:
+        """The consumer is shutting down without waiting: hand the job back, to start again from the top."""
         message = "The worker was stopped; the job will start again on the next worker."
-        changes = {
-            "state": RETRYING,
-            "next_attempt_at": None,
-            "progress": {"done": 0, "total": None, "message": message},
-        }
-        if store.update(task.id, changes, states={RUNNING}, attempt=attempt) is not None:
-            heartbeat.running.pop(task.id, None)
+        progress = {"done": 0, "total": None, "message": message}
+        changes = {"state": RETRYING, "next_attempt_at": None, "progress": progress}
+        attempt = self.heartbeat.attempt_of(task.id)
+        if self.store.update(task.id, changes, states={RUNNING}, attempt=attempt) is not None:
+            self.heartbeat.let_go(task.id)
             # Schedule it a moment ahead rather than enqueue it: this consumer's
             # idle workers may still be blocked on the queue and would take it
             # with them as the process exits. The next consumer's scheduler
             # moves it to the queue.
-            task.eta = normalize_time(delay=2, utc=huey.utc)
-            huey.add_schedule(task)
+            task.eta = normalize_time(delay=2, utc=self.queue.utc)
+            self.queue.add_schedule(task)
 
-    @huey.on_startup()
-    def start_heartbeat() -> None:
-        heartbeat.ensure_started()
 
-    huey.run_job = run_job
-    return huey
+def check_bodies(bodies: Mapping[str, Body]) -> None:
+    """Refuse to start unless there is exactly one body for each kind of job.
+
+    :raises LookupError: a kind has no body, or a body has no kind.
+    """
+    missing, unknown = KINDS.keys() - bodies.keys(), bodies.keys() - KINDS.keys()
+    if missing or unknown:
+        raise LookupError(f"kinds without a body: {sorted(missing)}; bodies without a kind: {sorted(unknown)}")
+
+
+def create_huey(bodies: Mapping[str, Body], settings: Settings | None = None) -> JobQueue:
+    """The consumer's queue, which runs each kind's body; ``huey_consumer tasks.huey`` runs it."""
+    settings = settings or Settings.load()
+    return Worker(settings, open_store(settings), bodies).queue

@@ -1,0 +1,85 @@
+"""The queue that the web side and the consumer share: Huey on the configured backend, with the one job task.
+
+Every kind of job runs through one Huey task, ``run_job(job_id)``. The web
+side only enqueues it; a consumer gives it a body (``webapp.worker``). Both
+register it under the same name, so a message from one runs in the other.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from huey.api import Huey, Task
+from huey.storage import RedisStorage, SqliteStorage
+
+from .config import Settings
+from .store import Job, JobStore
+from .store.sqlite import BUSY_TIMEOUT
+
+#: Runs one attempt of a job, given its id and Huey's task.
+JobRunner = Callable[[str, Task], None]
+
+
+class SqliteQueueStorage(SqliteStorage):
+    """Huey's SQLite storage, opened lazily and once per process.
+
+    Huey's own creates its tables (and so the file) when it is constructed, and
+    keeps one connection that a forked process would share. This one connects
+    on first use, creating the tables then, and a forked process (a consumer's
+    process workers, a preloaded gunicorn) opens a connection of its own.
+    """
+
+    def __init__(self, name: str, filename: str, **kwargs):
+        super().__init__(name, filename=filename, timeout=BUSY_TIMEOUT, create_tables=False, **kwargs)
+        self._pid = os.getpid()
+
+    @property
+    def conn(self):
+        if self._pid != os.getpid():
+            self._conn, self._pid = None, os.getpid()
+        return super().conn
+
+    def _create_connection(self):
+        os.makedirs(os.path.dirname(self.filename) or ".", exist_ok=True)
+        conn = super()._create_connection()
+        for statement in self.ddl:
+            conn.execute(statement)
+        return conn
+
+
+class JobQueue(Huey):
+    """Huey with the job task registered; ``run`` is the task's body, given only in a consumer."""
+
+    def __init__(self, settings: Settings, store: JobStore, run: JobRunner | None = None):
+        if settings.REDIS_URL:
+            # Share the store's pool, so that a Sentinel setup covers the queue too.
+            storage = {"storage_class": RedisStorage, "connection_pool": store.redis.connection_pool}
+        else:
+            storage = {"storage_class": SqliteQueueStorage, "filename": settings.database_path}
+        super().__init__("tasklight", results=False, **storage)
+        self._run = run
+        self.job_task = self.task(context=True, name="run_job")(self._run_job)
+
+    def _run_job(self, job_id: str, task: Task) -> None:
+        if self._run is None:
+            raise RuntimeError("this process only enqueues jobs; run them with huey_consumer tasks.huey")
+        self._run(job_id, task)
+
+    def enqueue_job(self, job: Job) -> None:
+        """Put a recorded job's task in the queue, under the job's id, with the job's options."""
+        start_within = max(job.start_by - time.time(), 0) if job.start_by is not None else None
+        task = self.job_task.s(
+            job.id,
+            id=job.id,
+            retries=job.max_attempts - 1,
+            retry_delay=job.options.get("retry_delay") or 0,
+            timeout=job.options.get("time_limit"),
+            expires=start_within,
+        )
+        self.enqueue(task)
+
+    def task_ids(self) -> set[str]:
+        """The ids of the tasks waiting in the queue or in the schedule."""
+        return {task.id for task in self.pending()} | {task.id for task in self.scheduled()}

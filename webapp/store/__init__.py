@@ -1,0 +1,383 @@
+"""Job records: the single source of truth for every job's state.
+
+Huey has no status API and deletes results on read, so pages, fragments, the
+JSON API and the CLI read only these records. This module holds the record,
+its states and the rules for moving between them, and the store interface;
+``sqlite.py`` and ``redis.py`` are its two backends. Every write is a
+compare-and-set that can only move a job forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+QUEUED, RUNNING, RETRYING = "queued", "running", "retrying"
+SUCCEEDED, FAILED, CANCELLED, LOST, EXPIRED = "succeeded", "failed", "cancelled", "lost", "expired"
+STATES = (QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED, LOST, EXPIRED)
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, LOST, EXPIRED})
+#: Ended without a result, so "Run again" makes sense.
+RETRYABLE = frozenset({FAILED, LOST, CANCELLED, EXPIRED})
+
+#: The only moves a job can make; anything else is refused.
+TRANSITIONS = {
+    QUEUED: {RUNNING, CANCELLED, EXPIRED, FAILED},
+    RUNNING: {SUCCEEDED, FAILED, CANCELLED, LOST, RETRYING},
+    RETRYING: {RUNNING, CANCELLED, EXPIRED, FAILED},
+}
+
+#: The one exception to "nothing changes a terminal job": fields that annotate
+#: a job without changing its outcome. ``retried_by`` links an ended job to its re-run.
+ANNOTATIONS = frozenset({"retried_by"})
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached; callers answer 503 and lose nothing."""
+
+
+class JobNotFound(LookupError):
+    """No job has this id (or it is not yours): always answered like a 404."""
+
+
+class JobPurged(LookupError):
+    """The job existed but its record was purged at ``purged_at``: answered with 410."""
+
+    def __init__(self, job_id: str, purged_at: float, owner: str):
+        super().__init__(job_id)
+        self.purged_at = purged_at
+        self.owner = owner
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def error_ref(job_id: str, attempt: int) -> str:
+    """The short reference shown with an error; admins find the job (and its traceback) by it."""
+    return f"{job_id[:8]}-{attempt}"
+
+
+@dataclass
+class Job:
+    """One job's record. Times are seconds since the epoch, UTC."""
+
+    id: str
+    kind: str
+    owner: str
+    inputs: dict = field(default_factory=dict)
+    #: Execution options (``time_limit``, ``start_within``, ``retry_delay``) that a retry reuses.
+    options: dict = field(default_factory=dict)
+    state: str = QUEUED
+    progress: dict = field(default_factory=lambda: {"done": 0, "total": None, "message": ""})
+    result: Any = None
+    #: Safe to show the owner: ``{"message": ..., "ref": ...}``.
+    error: dict | None = None
+    #: For admins only, never rendered to the owner.
+    traceback: str | None = None
+    attempt: int = 0
+    max_attempts: int = 1
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    heartbeat_at: float | None = None
+    next_attempt_at: float | None = None
+    worker: str | None = None
+    cancel_requested: bool = False
+    retry_of: str | None = None
+    retried_by: str | None = None
+    #: When the record is purged; set once the job is terminal.
+    purge_at: float | None = None
+    #: A job not started by then ends as expired (``created_at`` plus the kind's ``start_within``).
+    start_by: float | None = None
+    #: The uploaded file's name and size, if the job has one; its content is kept beside the record.
+    upload_name: str | None = None
+    upload_size: int | None = None
+    version: int = 1
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def retryable(self) -> bool:
+        return self.state in RETRYABLE
+
+    @property
+    def waiting(self) -> bool:
+        """Queued, or retrying with no attempt scheduled: it starts as soon as a worker is free."""
+        return self.state == QUEUED or (self.state == RETRYING and not self.next_attempt_at)
+
+    def failure(self, message: str | None = None) -> dict:
+        """The ``error`` of a failure of this attempt: the owner's message, or a generic one with the reference."""
+        ref = error_ref(self.id, self.attempt)
+        return {"message": message or f"The job failed (ref {ref}).", "ref": ref}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Job:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def apply_changes(job: Job, changes: dict, states: Iterable[str] | None, attempt: int | None) -> Job | None:
+    """Return ``job`` with ``changes`` applied, or None when the guard refuses.
+
+    The guard holds when the job is in one of ``states`` (any, if None), on
+    ``attempt`` (any, if None), a state change is a legal forward move, and a
+    terminal job is changed only in its annotations.
+    """
+    if states is not None and job.state not in states:
+        return None
+    if attempt is not None and job.attempt != attempt:
+        return None
+    if job.terminal and not changes.keys() <= ANNOTATIONS:
+        return None
+    new_state = changes.get("state", job.state)
+    if new_state != job.state and new_state not in TRANSITIONS.get(job.state, ()):
+        return None
+    data = asdict(job)
+    data.update(changes)
+    data["version"] = job.version + 1
+    return Job(**data)
+
+
+@contextlib.contextmanager
+def unavailable_on(is_outage: Callable[[BaseException], bool]) -> Iterator[None]:
+    """Turn an error that ``is_outage`` says means "the store is unreachable" into StoreUnavailable.
+
+    Anything else (a bug, such as bad SQL) passes through and is answered as the 500 it is.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if is_outage(exc):
+            raise StoreUnavailable(str(exc)) from exc
+        raise
+
+
+class JobStore:
+    """The store interface: the rules live here, and each backend provides the storage primitives."""
+
+    def __init__(self, retention: float, tombstone_retention: float, heartbeat_timeout: float):
+        self.retention = retention
+        self.tombstone_retention = tombstone_retention
+        self.heartbeat_timeout = heartbeat_timeout
+
+    def get(self, job_id: str) -> Job:
+        """Return the job, first marking it lost or expired if the clock says it is.
+
+        :raises JobNotFound: no such job.
+        :raises JobPurged: the job was purged.
+        """
+        job = self.load(job_id)
+        if job is None:
+            tombstone = self.tombstone(job_id)
+            if tombstone is not None:
+                raise JobPurged(job_id, *tombstone)
+            raise JobNotFound(job_id)
+        if self.is_stale(job, time.time()):
+            job = self.mark_lost(job) or self.load(job_id) or job
+        elif self.is_overdue(job, time.time()):
+            job = self.mark_expired(job) or self.load(job_id) or job
+        return job
+
+    def get_for(self, job_id: str, owner: str | None) -> Job:
+        """Return the job if ``owner`` owns it (None: anyone); otherwise not found.
+
+        A purged job is purged only for its owner; to anyone else it never existed.
+        """
+        try:
+            job = self.get(job_id)
+        except JobPurged as exc:
+            if owner is not None and exc.owner != owner:
+                raise JobNotFound(job_id) from None
+            raise
+        if owner is not None and job.owner != owner:
+            raise JobNotFound(job_id)
+        return job
+
+    def is_stale(self, job: Job, now: float) -> bool:
+        """A running job whose worker has stopped renewing its heartbeat."""
+        beat = job.heartbeat_at or job.started_at or job.created_at
+        return job.state == RUNNING and now - beat > self.heartbeat_timeout
+
+    def is_overdue(self, job: Job, now: float) -> bool:
+        """A waiting job that can no longer start in time."""
+        return job.state in (QUEUED, RETRYING) and job.start_by is not None and now > job.start_by
+
+    def create(self, job: Job, upload_content: bytes | None = None) -> Job:
+        """Record a new job (before it is enqueued), with the content of its upload, if any."""
+        self.insert(job, upload_content)
+        return job
+
+    def start(self, job_id: str, worker: str) -> Job | None:
+        """Move a queued or retrying job to running as its next attempt; None if it may not run."""
+
+        def begin(job: Job) -> Job | None:
+            now = time.time()
+            if self.is_overdue(job, now):
+                return None
+            changes = {"state": RUNNING, "attempt": job.attempt + 1, "started_at": now, "heartbeat_at": now}
+            changes.update(worker=worker, next_attempt_at=None)
+            return apply_changes(job, changes, {QUEUED, RETRYING}, None)
+
+        return self.modify(job_id, begin)
+
+    def update(
+        self,
+        job_id: str,
+        changes: dict,
+        *,
+        states: Iterable[str] | None = None,
+        attempt: int | None = None,
+    ) -> Job | None:
+        """Apply ``changes`` atomically if the guard holds; return the new record or None."""
+        return self.modify(job_id, lambda job: apply_changes(job, changes, states, attempt))
+
+    def finish(
+        self,
+        job_id: str,
+        state: str,
+        changes: dict | None = None,
+        *,
+        states: Iterable[str] | None = None,
+        attempt: int | None = None,
+    ) -> Job | None:
+        """Move a job to a terminal ``state`` and start its retention clock."""
+        return self.update(job_id, self._ending(state, changes), states=states, attempt=attempt)
+
+    def _ending(self, state: str, changes: dict | None = None) -> dict:
+        now = time.time()
+        return {**(changes or {}), "state": state, "finished_at": now, "purge_at": now + self.retention}
+
+    def mark_lost(self, job: Job) -> Job | None:
+        """Mark a running job lost if, checked again inside the write, its heartbeat is still stale."""
+        ending = self._ending(LOST, {"error": job.failure("The worker running this job stopped.")})
+
+        def lose(current: Job) -> Job | None:
+            # A slow worker may have beaten since ``job`` was read; it must not be declared lost.
+            if not self.is_stale(current, time.time()):
+                return None
+            return apply_changes(current, ending, {RUNNING}, job.attempt)
+
+        return self.modify(job.id, lose)
+
+    def mark_expired(self, job: Job) -> Job | None:
+        """End a job that was not started by its deadline."""
+        error = job.failure("The job was not started in time, so it was not run.")
+        return self.finish(job.id, EXPIRED, {"error": error}, states={QUEUED, RETRYING})
+
+    def reap(self) -> int:
+        """Mark stale running jobs lost and overdue waiting ones expired; purge those past retention.
+
+        Returns how many jobs were marked lost.
+        """
+        now = time.time()
+        lost = sum(1 for job in self.running() if self.is_stale(job, now) and self.mark_lost(job))
+        for job in self.overdue(now):
+            self.mark_expired(job)
+        self.purge_due(now)
+        return lost
+
+    def purge(self, job_id: str) -> None:
+        """Delete a job and its upload now, leaving a tombstone so its id answers 410."""
+        self.delete(job_id, time.time())
+
+    def live_workers(self) -> list[str]:
+        return self.workers_since(time.time() - self.heartbeat_timeout)
+
+    # What each backend provides.
+
+    def close(self) -> None:
+        """Release this process's connections."""
+
+    def ping(self) -> None:
+        raise NotImplementedError
+
+    def load(self, job_id: str) -> Job | None:
+        """The record as stored, with none of ``get``'s checks; None if there is none."""
+        raise NotImplementedError
+
+    def modify(self, job_id: str, change: Callable[[Job], Job | None]) -> Job | None:
+        """Compare-and-set: store ``change(record)`` unless it is None, with no other write in between."""
+        raise NotImplementedError
+
+    def insert(self, job: Job, upload_content: bytes | None) -> None:
+        raise NotImplementedError
+
+    def upload_content(self, job_id: str) -> bytes | None:
+        raise NotImplementedError
+
+    def tombstone(self, job_id: str) -> tuple[float, str] | None:
+        """When a purged job was purged, and whose it was."""
+        raise NotImplementedError
+
+    def list(
+        self,
+        owner: str | None = None,
+        state: str | None = None,
+        kind: str | None = None,
+        before: tuple[float, str] | None = None,
+        limit: int = 20,
+    ) -> list[Job]:
+        """Jobs newest first, created strictly before the ``before`` cursor."""
+        raise NotImplementedError
+
+    def counts(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def running(self) -> list[Job]:
+        raise NotImplementedError
+
+    def overdue(self, now: float) -> list[Job]:
+        """Queued and retrying jobs whose start deadline has passed."""
+        raise NotImplementedError
+
+    def stranded(self, created_before: float) -> list[Job]:
+        """Jobs still queued that were created before ``created_before``."""
+        raise NotImplementedError
+
+    def purge_due(self, now: float) -> None:
+        """Purge every job whose retention ended before ``now``, and forget old tombstones."""
+        raise NotImplementedError
+
+    def delete(self, job_id: str, now: float) -> None:
+        raise NotImplementedError
+
+    def beat_worker(self, name: str) -> None:
+        """Record that the worker ``name`` is alive now."""
+        raise NotImplementedError
+
+    def forget_worker(self, name: str) -> None:
+        """Drop a worker that is shutting down, so pages stop counting on it at once."""
+        raise NotImplementedError
+
+    def workers_since(self, since: float) -> list[str]:
+        raise NotImplementedError
+
+
+def open_store(settings: Settings, connection_pool=None) -> JobStore:
+    """The store that ``settings`` select: Redis if REDIS_URL is set, else SQLite. Nothing connects yet."""
+    options = {
+        "retention": settings.JOB_RETENTION,
+        "tombstone_retention": settings.TOMBSTONE_RETENTION,
+        "heartbeat_timeout": settings.HEARTBEAT_TIMEOUT,
+    }
+    if settings.REDIS_URL:
+        from .redis import RedisStore, redis_pool
+
+        return RedisStore(connection_pool or redis_pool(settings), **options)
+    from .sqlite import SqliteStore
+
+    return SqliteStore(settings.database_path, **options)

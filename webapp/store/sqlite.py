@@ -1,0 +1,187 @@
+"""The embedded default: job records in the same SQLite file as Huey's queue."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+
+from . import QUEUED, RETRYING, RUNNING, Job, JobStore, unavailable_on
+
+SCHEMA = """
+create table if not exists jobs (
+    id text primary key,
+    owner text not null,
+    kind text not null,
+    state text not null,
+    created_at real not null,
+    purge_at real,
+    data text not null
+);
+create index if not exists jobs_owner_created on jobs (owner, created_at desc, id desc);
+create index if not exists jobs_created on jobs (created_at desc, id desc);
+create index if not exists jobs_state on jobs (state);
+create index if not exists jobs_purge on jobs (purge_at);
+create table if not exists uploads (job_id text primary key, content blob not null);
+create table if not exists tombstones (id text primary key, purged_at real not null, owner text not null);
+create table if not exists workers (name text primary key, seen_at real not null);
+"""
+
+#: Seconds a write waits for another writer's lock before giving up; Huey's queue waits as long.
+BUSY_TIMEOUT = 10.0
+
+#: SQLite's primary result codes that mean the file cannot be used just now, rather than a bug in a statement.
+OUTAGE_CODES = {
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_NOMEM,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CORRUPT,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PROTOCOL,
+    sqlite3.SQLITE_NOTADB,
+}
+
+
+def is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF in OUTAGE_CODES
+
+
+class SqliteStore(JobStore):
+    """Records in one SQLite file, with one connection per thread, opened lazily in each process."""
+
+    def __init__(self, path: str, **options):
+        super().__init__(**options)
+        self.path = path
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, opened on first use; a forked process opens its own."""
+        with unavailable_on(is_outage):
+            conn = getattr(self._local, "conn", None)
+            if conn is None or self._local.pid != os.getpid():
+                os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+                conn.execute("pragma journal_mode=wal")
+                conn.executescript(SCHEMA)
+                self._local.conn, self._local.pid = conn, os.getpid()
+            yield conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the write lock before its first read, so no writer slips in between."""
+        with self._connection() as conn:
+            conn.execute("begin immediate")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("rollback")
+                raise
+            conn.execute("commit")
+
+    def _select(self, sql: str, *args) -> list[tuple]:
+        with self._connection() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def _jobs_where(self, condition: str, *args) -> list[Job]:
+        return [Job.from_json(data) for (data,) in self._select(f"select data from jobs where {condition}", *args)]
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local.conn = None
+
+    def ping(self) -> None:
+        self._select("select 1")
+
+    def load(self, job_id: str) -> Job | None:
+        jobs = self._jobs_where("id = ?", job_id)
+        return jobs[0] if jobs else None
+
+    def modify(self, job_id, change):
+        with self._transaction() as conn:
+            row = conn.execute("select data from jobs where id = ?", (job_id,)).fetchone()
+            job = change(Job.from_json(row[0])) if row else None
+            if job is not None:
+                conn.execute(
+                    "update jobs set state = ?, purge_at = ?, data = ? where id = ?",
+                    (job.state, job.purge_at, job.to_json(), job_id),
+                )
+        return job
+
+    def insert(self, job: Job, upload_content: bytes | None) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "insert into jobs (id, owner, kind, state, created_at, purge_at, data) values (?, ?, ?, ?, ?, ?, ?)",
+                (job.id, job.owner, job.kind, job.state, job.created_at, job.purge_at, job.to_json()),
+            )
+            if upload_content is not None:
+                conn.execute("insert into uploads (job_id, content) values (?, ?)", (job.id, upload_content))
+
+    def upload_content(self, job_id: str) -> bytes | None:
+        rows = self._select("select content from uploads where job_id = ?", job_id)
+        return bytes(rows[0][0]) if rows else None
+
+    def tombstone(self, job_id: str) -> tuple[float, str] | None:
+        rows = self._select("select purged_at, owner from tombstones where id = ?", job_id)
+        return tuple(rows[0]) if rows else None
+
+    def list(self, owner=None, state=None, kind=None, before=None, limit=20) -> list[Job]:
+        where, args = ["1"], []
+        for column, value in (("owner", owner), ("state", state), ("kind", kind)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if before is not None:
+            where.append("(created_at, id) < (?, ?)")
+            args.extend(before)
+        return self._jobs_where(" and ".join(where) + " order by created_at desc, id desc limit ?", *args, limit)
+
+    def counts(self) -> dict[str, int]:
+        return dict(self._select("select state, count(*) from jobs group by state"))
+
+    def running(self) -> list[Job]:
+        return self._jobs_where("state = ?", RUNNING)
+
+    def overdue(self, now: float) -> list[Job]:
+        # Filtered in SQL: the reaper runs on every heartbeat, and the queue may be long.
+        return self._jobs_where("state in (?, ?) and json_extract(data, '$.start_by') < ?", QUEUED, RETRYING, now)
+
+    def stranded(self, created_before: float) -> list[Job]:
+        return self._jobs_where("state = ? and created_at < ?", QUEUED, created_before)
+
+    def purge_due(self, now: float) -> None:
+        for (job_id,) in self._select("select id from jobs where purge_at < ?", now):
+            self.delete(job_id, now)
+        with self._connection() as conn:
+            conn.execute("delete from tombstones where purged_at < ?", (now - self.tombstone_retention,))
+
+    def delete(self, job_id: str, now: float) -> None:
+        with self._transaction() as conn:
+            row = conn.execute("select owner from jobs where id = ?", (job_id,)).fetchone()
+            if row is not None:
+                conn.execute("delete from jobs where id = ?", (job_id,))
+                conn.execute("delete from uploads where job_id = ?", (job_id,))
+                conn.execute(
+                    "insert or replace into tombstones (id, purged_at, owner) values (?, ?, ?)", (job_id, now, row[0])
+                )
+
+    def beat_worker(self, name: str) -> None:
+        now = time.time()
+        with self._connection() as conn:
+            conn.execute("insert or replace into workers (name, seen_at) values (?, ?)", (name, now))
+            conn.execute("delete from workers where seen_at < ?", (now - 24 * 3600,))
+
+    def forget_worker(self, name: str) -> None:
+        with self._connection() as conn:
+            conn.execute("delete from workers where name = ?", (name,))
+
+    def workers_since(self, since: float) -> list[str]:
+        return [name for (name,) in self._select("select name from workers where seen_at >= ? order by name", since)]
