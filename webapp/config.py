@@ -63,8 +63,16 @@ class Settings:
     HEARTBEAT_TIMEOUT: float = setting(30.0, float)
     #: A job still queued after this many seconds, with no task for it in Huey's queue, is enqueued again.
     REQUEUE_AFTER: float = setting(300.0, float)
+    #: Seconds a Redis command may wait for its answer before the store counts as unavailable.
+    REDIS_SOCKET_TIMEOUT: float = setting(3.0, float)
     #: Largest upload accepted, in bytes.
     MAX_UPLOAD_BYTES: int = setting(16 * 1024 * 1024, int)
+    #: Jobs one owner (browser session) may have queued, retrying or running at once.
+    MAX_ACTIVE_JOBS: int = setting(10, int)
+    #: Bytes of uploads one owner may have stored at once, across the jobs that are kept.
+    MAX_STORED_UPLOAD_BYTES: int = setting(64 * 1024 * 1024, int)
+    #: Shows diagnostic fields (such as the timer's "crash on the first attempts") on the forms.
+    DIAGNOSTICS: bool = setting(False, flag)
 
     @property
     def database_path(self) -> str:

@@ -204,9 +204,12 @@ def redis_pool(settings) -> redis.ConnectionPool:
     With sentinels, REDIS_URL still gives the database number and credentials;
     its host is ignored, since the sentinels say which server is the master.
     """
+    # Without timeouts, a Redis that hangs (rather than refuses) would hold every web thread.
+    timeout = settings.REDIS_SOCKET_TIMEOUT
+    timeouts = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if not settings.REDIS_SENTINELS:
-        return redis.ConnectionPool.from_url(settings.REDIS_URL)
-    options = parse_url(settings.REDIS_URL)
+        return redis.ConnectionPool.from_url(settings.REDIS_URL, **timeouts)
+    options = {**parse_url(settings.REDIS_URL), **timeouts}
     options.pop("host", None)
     options.pop("port", None)
     sentinels = [
