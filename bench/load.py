@@ -14,8 +14,8 @@ its own session cookie (signed with the app's own serializer) and its own runnin
 (made through the store), poll that job's status every 2 s for ``--duration`` s with
 ``If-None-Match``, as htmx does: on a fixed schedule, skipping a tick while the previous
 request is still in flight. It reports requests sent, answered, errors, timeouts (10 s),
-ticks skipped, latency p50/p99, and how late the client itself sent (a client limit, not
-the server's).
+ticks skipped, latency p50/p99, how late and how busy the client itself was (it shares the
+cores with the servers), and the host's listen-queue overflows (connections a full backlog dropped).
 """
 
 from __future__ import annotations
@@ -115,6 +115,12 @@ def run_wrk(wrk: str, url: str, headers: dict, seconds: int, script: Path) -> di
         "statuses": statuses,
         "errors": figures["errors"],
     }
+
+
+def listen_overflows() -> int:
+    """The host's count of connections dropped because a listen queue was full (a server's backlog overflowed)."""
+    lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines() if line.startswith("TcpExt:")]
+    return int(dict(zip(lines[0], lines[1], strict=True))["ListenOverflows"])
 
 
 def make_browsers(submitter: Submitter, template, count: int) -> list[tuple[str, str]]:
@@ -235,9 +241,10 @@ def main() -> None:
             begin = time.perf_counter()
             pairs = make_browsers(submitter, template, count)
             made = time.perf_counter() - begin
-            cpu, wall = time.process_time(), time.perf_counter()
+            cpu, wall, overflows = time.process_time(), time.perf_counter(), listen_overflows()
             stats = asyncio.run(poll_browsers(base, pairs, args.duration, 2.0, 10.0))
             stats["cpu"] = (time.process_time() - cpu) / (time.perf_counter() - wall)
+            stats["overflows"] = listen_overflows() - overflows
             browser_runs.append((count, made, stats))
         gunicorn_errors = sum(p.read_text().count("[ERROR]") for p in folder.glob("gunicorn-*.log"))
 
@@ -262,9 +269,10 @@ def main() -> None:
         lat = [t * 1000 for t in s["latencies"]] or [0.0]
         row = [count, f"{made:.1f}", s["sent"], f"{s['sent'] / args.duration:.0f}", s["answered"], s["errors"]]
         row += [s["timeouts"], s["skipped"], f"{percentile(lat, 0.5):.1f}", f"{percentile(lat, 0.99):.1f}"]
-        rows.append([*row, f"{percentile(s['lags'], 0.99) * 1000:.0f}", f"{s['cpu']:.0%}"])
+        rows.append([*row, f"{percentile(s['lags'], 0.99) * 1000:.0f}", f"{s['cpu']:.0%}", s["overflows"]])
     headers = ["browsers", "setup s", "sent", "sent/s", "answered", "errors", "timeouts (10 s)", "skipped ticks"]
-    print_table([*headers, "p50 ms", "p99 ms", "client send lag p99 ms", "client CPU (of 1 core)"], rows)
+    headers += ["p50 ms", "p99 ms", "client send lag p99 ms", "client CPU (of 1 core)", "listen overflows (host)"]
+    print_table(headers, rows)
     print(f"# gunicorn [ERROR] lines in the server logs: {gunicorn_errors}; load average at end: {load_average()}")
 
 
