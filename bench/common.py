@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import redis
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -77,10 +78,13 @@ def env_for(settings: dict) -> dict:
     return env
 
 
-def start_process(stack: ExitStack, command: list[str], settings: dict, log: Path) -> subprocess.Popen:
+def start_process(
+    stack: ExitStack, command: list[str], settings: dict, log: Path, extra_env: dict | None = None
+) -> subprocess.Popen:
     """Start a process from the repository root with ``settings``; it is stopped when ``stack`` closes."""
+    env = {**env_for(settings), **(extra_env or {})}
     with open(log, "ab") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env_for(settings), stdout=out, stderr=out)
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
     stack.callback(stop, proc)
     return proc
 
@@ -89,6 +93,24 @@ def start_consumer(stack: ExitStack, settings: dict, log: Path, *options: str) -
     """Start a real ``huey_consumer tasks.huey -w 2`` with extra ``options`` such as ``-m 0.5``."""
     command = [str(VENV_BIN / "huey_consumer"), "tasks.huey", "-w", "2", *options]
     return start_process(stack, command, settings, log)
+
+
+def start_gunicorn(
+    stack: ExitStack, app: str, settings: dict, log: Path, health: str = "/", extra_env: dict | None = None
+) -> str:
+    """Start gunicorn as our Procfile does (2 sync workers, access log to stdout, here a file); return its URL."""
+    port = free_port()
+    command = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2"]
+    start_process(stack, [*command, "--access-logfile", "-", app], settings, log, extra_env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(base + health, timeout=2).status_code == 200:
+                return base
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise SystemExit(f"gunicorn serving {app} did not start; see {log}")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -159,6 +181,11 @@ def print_table(headers: list[str], rows: list[list]) -> None:
         if n == 0:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     print()
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages, for the header of a run."""
+    return ", ".join(f"{n:.2f}" for n in os.getloadavg())
 
 
 def machine() -> str:

@@ -1,0 +1,280 @@
+"""Capacity of the status route under concurrent load, against a floor app, with wrk and many polling browsers.
+
+Part 1 (wrk): two Tasklight servers (Redis and SQLite) and two floor servers (bench/floor.py:
+one Redis GET or one SQLite SELECT by primary key, plus a ~500-byte template) all run under
+gunicorn as in our Procfile: 2 sync workers, access log on. Each Tasklight server has one
+running job, moved through the store and backdated an hour so that its ETag stays put.
+``wrk -t2 -c50 --latency`` drives each cell for ``--seconds``: the 200 fragment, the same
+request with ``If-None-Match`` (304), the JSON view, and the floor. The cells are interleaved
+in ``--rounds`` rounds whose order rotates; medians are reported, with ratios against the
+floor of the same backend. A wrk Lua script counts the status codes, so wrong answers show.
+
+Part 2 (browsers): on the Redis server, K simulated browsers (asyncio + aiohttp), each with
+its own session cookie (signed with the app's own serializer) and its own running job
+(made through the store), poll that job's status every 2 s for ``--duration`` s with
+``If-None-Match``, as htmx does: on a fixed schedule, skipping a tick while the previous
+request is still in flight. It reports requests sent, answered, errors, timeouts (10 s),
+ticks skipped, latency p50/p99, how late and how busy the client itself was (it shares the
+cores with the servers), and the host's listen-queue overflows (connections a full backlog dropped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import floor
+import requests
+from common import (
+    ROOT,
+    Submitter,
+    load_average,
+    machine,
+    median,
+    percentile,
+    print_table,
+    settings_for,
+    start_gunicorn,
+    start_redis,
+)
+
+BACKENDS = ("redis", "sqlite")
+HTML = {"Accept": "text/html", "HX-Request": "true"}
+# The servers must not mark the benchmark's running jobs lost mid-run: no consumer beats for them.
+EXTRA = {"HEARTBEAT_TIMEOUT": 3600}
+# Counts the status codes of every thread and prints them, with the summary, as "BENCH" lines.
+LUA = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {} end
+function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
+function done(summary, latency, requests)
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("statuses")) do io.write(string.format("BENCH status%d %d\\n", status, n)) end
+  end
+  local e = summary.errors
+  io.write(string.format("BENCH requests %d\\nBENCH duration %d\\n", summary.requests, summary.duration))
+  io.write(string.format("BENCH errors %d\\n", e.connect + e.read + e.write + e.timeout))
+  io.write(string.format("BENCH p50 %d\\nBENCH p99 %d\\n", latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def ensure_wrk() -> str:
+    """Return the path of wrk, installing it with apt-get first if it is missing."""
+    if not shutil.which("wrk"):
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
+    return shutil.which("wrk")
+
+
+def prepare(settings: dict) -> tuple[Submitter, object, str, str]:
+    """Submit a timer job and move it to running, half done; return (submitter, its queued record, id, cookie)."""
+    submitter = Submitter(settings)
+    store = submitter.store
+    job_id = submitter.submit(3600)
+    store.update(job_id, {"created_at": time.time() - 3600})
+    template = store.get(job_id)  # Still queued: the browsers' jobs are made from this record.
+    move_to_running(store, job_id)
+    store.beat_worker("bench:1")
+    return submitter, template, job_id, submitter.client.get_cookie("session").value
+
+
+def move_to_running(store, job_id: str) -> None:
+    """Start a queued job as a worker would, and report half of its progress."""
+    store.start(job_id, "bench:1")
+    store.update(job_id, {"progress": {"done": 1800, "total": 3600, "message": "1800 of 3600 s"}})
+
+
+def run_wrk(wrk: str, url: str, headers: dict, seconds: int, script: Path) -> dict:
+    """One wrk run; return req/s, p50/p99 in ms, status counts and socket errors."""
+    command = [wrk, "-t2", "-c50", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    figures: dict[str, int] = {}
+    for line in out.splitlines():
+        if line.startswith("BENCH "):
+            _, name, value = line.split()
+            figures[name] = figures.get(name, 0) + int(value)
+    statuses = {int(k[6:]): v for k, v in figures.items() if k.startswith("status")}
+    return {
+        "rate": figures["requests"] / figures["duration"] * 1e6,
+        "p50": figures["p50"] / 1000,
+        "p99": figures["p99"] / 1000,
+        "statuses": statuses,
+        "errors": figures["errors"],
+    }
+
+
+def listen_overflows() -> int:
+    """The host's count of connections dropped because a listen queue was full (a server's backlog overflowed)."""
+    lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines() if line.startswith("TcpExt:")]
+    return int(dict(zip(lines[0], lines[1], strict=True))["ListenOverflows"])
+
+
+def make_browsers(submitter: Submitter, template, count: int) -> list[tuple[str, str]]:
+    """``count`` (job id, cookie) pairs: a new session owner each, whose running job is made through the store."""
+    serializer = submitter.app.session_interface.get_signing_serializer(submitter.app)
+    pairs = []
+    for _ in range(count):
+        owner = uuid.uuid4().hex
+        job = replace(template, id=uuid.uuid4().hex, owner=owner)
+        submitter.store.create(job)
+        move_to_running(submitter.store, job.id)
+        pairs.append((job.id, serializer.dumps({"owner": owner})))
+    return pairs
+
+
+async def poll_browsers(base: str, pairs: list, duration: float, interval: float, timeout: float) -> dict:
+    """Let every browser poll its job every ``interval`` s for ``duration`` s, as htmx would; return the tallies."""
+    stats = {"sent": 0, "answered": 0, "errors": 0, "timeouts": 0, "skipped": 0, "latencies": [], "lags": []}
+    loop = asyncio.get_running_loop()
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    client = aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=timeout)
+    )
+
+    async def poll(url: str, headers: dict, scheduled: float, etag: dict) -> None:
+        sent = loop.time()
+        stats["sent"] += 1
+        stats["lags"].append(sent - scheduled)
+        try:
+            async with client.get(url, headers={**headers, **etag}) as response:
+                await response.read()
+                stats["answered"] += 1
+                stats["latencies"].append(loop.time() - sent)
+                if response.status not in (200, 304):
+                    stats["errors"] += 1
+                elif "ETag" in response.headers:
+                    etag["If-None-Match"] = response.headers["ETag"]
+        except TimeoutError:
+            stats["timeouts"] += 1
+        except aiohttp.ClientError:
+            stats["errors"] += 1
+
+    async def browser(job_id: str, cookie: str, first: float, end: float) -> None:
+        url, headers, etag = f"{base}/jobs/{job_id}/status", {**HTML, "Cookie": f"session={cookie}"}, {}
+        in_flight, tick = None, first
+        while tick < end:
+            await asyncio.sleep(max(0.0, tick - loop.time()))
+            if in_flight is not None and not in_flight.done():
+                stats["skipped"] += 1  # htmx drops a poll while the element's previous request is in flight.
+            else:
+                in_flight = asyncio.create_task(poll(url, headers, tick, etag))
+            tick += interval
+        if in_flight is not None:
+            await in_flight
+
+    async with client:
+        start = loop.time() + 1.0
+        # Browsers arrive spread over the first interval, as people's page loads would.
+        browsers = [browser(j, c, start + random.uniform(0, interval), start + duration) for j, c in pairs]
+        await asyncio.wait_for(asyncio.gather(*browsers), duration + timeout + 60)
+    return stats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration of each cell in each round (default 10)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved wrk rounds (default 2)")
+    parser.add_argument("--browsers", default="500,1000,2000", help="browser counts (default 500,1000,2000)")
+    parser.add_argument("--duration", type=float, default=30, help="seconds each browser run lasts (default 30)")
+    parser.add_argument("--quick", action="store_true", help="3 s cells, 10 s browser runs")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.duration = 3, 10
+    counts = [int(n) for n in args.browsers.split(",") if n]
+    print(f"# Status route under load: wrk -t2 -c50, {args.seconds} s a cell, {args.rounds} rounds")
+    wrk = ensure_wrk()
+    print(f"# {machine()}, wrk {subprocess.run([wrk, '-v'], capture_output=True, text=True).stdout.split()[1]}")
+    print(f"# load average at start: {load_average()}\n", flush=True)
+
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tasklight-bench-") as tmp:
+        folder = Path(tmp)
+        script = folder / "count.lua"
+        script.write_text(LUA)
+        redis_base = start_redis(stack, folder)
+        cells, servers = [], {}
+        for db, backend in enumerate(BACKENDS):
+            settings = {**settings_for(backend, folder, f"load-{backend}", redis_base, db=db), **EXTRA}
+            submitter, template, job_id, cookie = prepare(settings)
+            base = start_gunicorn(stack, "wsgi:app", settings, folder / f"gunicorn-{backend}.log")
+            servers[backend] = (submitter, template, base)
+            url = f"{base}/jobs/{job_id}/status"
+            page = {**HTML, "Cookie": f"session={cookie}"}
+            etag = requests.get(url, headers=page, timeout=10).headers["ETag"]
+            json_view = {"Accept": "application/json", "Cookie": f"session={cookie}"}
+            cells += [
+                ((backend, "200 fragment"), url, page, 200),
+                ((backend, "304 fragment"), url, {**page, "If-None-Match": etag}, 304),
+                ((backend, "JSON"), url, json_view, 200),
+            ]
+            floor_settings = settings_for(backend, folder, f"floor-{backend}", redis_base, db=db + len(BACKENDS))
+            floor.seed(floor_settings["REDIS_URL"], floor_settings["DATABASE"])
+            floor_log = folder / f"gunicorn-floor-{backend}.log"
+            path = {"PYTHONPATH": str(ROOT / "bench")}
+            floor_base = start_gunicorn(stack, "floor:app", floor_settings, floor_log, "/floor", path)
+            cells.append(((backend, "floor"), f"{floor_base}/floor", {"Accept": "text/html"}, 200))
+        for key, url, headers, expected in cells:  # One request each, so a wrong setup fails before the long part.
+            status = requests.get(url, headers=headers, timeout=10).status_code
+            assert status == expected, f"{key}: {status}, expected {expected}"
+
+        results: dict[tuple, list[dict]] = {cell[0]: [] for cell in cells}
+        for n in range(args.rounds):
+            for key, url, headers, _ in cells[n % len(cells) :] + cells[: n % len(cells)]:
+                results[key].append(run_wrk(wrk, url, headers, args.seconds, script))
+
+        submitter, template, base = servers["redis"]
+        browser_runs = []
+        for count in counts:
+            begin = time.perf_counter()
+            pairs = make_browsers(submitter, template, count)
+            made = time.perf_counter() - begin
+            cpu, wall, overflows = time.process_time(), time.perf_counter(), listen_overflows()
+            stats = asyncio.run(poll_browsers(base, pairs, args.duration, 2.0, 10.0))
+            stats["cpu"] = (time.process_time() - cpu) / (time.perf_counter() - wall)
+            stats["overflows"] = listen_overflows() - overflows
+            browser_runs.append((count, made, stats))
+        gunicorn_errors = sum(p.read_text().count("[ERROR]") for p in folder.glob("gunicorn-*.log"))
+
+    rows = []
+    for (backend, request), runs in results.items():
+        expected = 304 if request.startswith("304") else 200
+        floor_rate = median([r["rate"] for r in results[(backend, "floor")]])
+        floor_p50 = median([r["p50"] for r in results[(backend, "floor")]])
+        rate, p50 = median([r["rate"] for r in runs]), median([r["p50"] for r in runs])
+        wrong = sum(n for r in runs for status, n in r["statuses"].items() if status != expected)
+        answered = sum(r["statuses"].get(expected, 0) for r in runs)
+        rounds = ", ".join(f"{r['rate']:.0f}" for r in runs)
+        p99 = median([r["p99"] for r in runs])
+        rows.append([backend, request, f"{rate:.0f}", rounds, f"{p50:.1f}", f"{p99:.1f}", f"{rate / floor_rate:.2f}x"])
+        rows[-1] += [f"{p50 / floor_p50:.2f}x", f"{answered} x {expected}", wrong, sum(r["errors"] for r in runs)]
+    headers = ["backend", "request", "req/s", "each round", "p50 ms", "p99 ms", "req/s vs floor", "p50 vs floor"]
+    print_table([*headers, "answers", "other statuses", "socket errors"], rows)
+
+    print(f"# Polling browsers on Redis: each polls its own running job every 2 s for {args.duration:g} s\n")
+    rows = []
+    for count, made, s in browser_runs:
+        lat = [t * 1000 for t in s["latencies"]] or [0.0]
+        row = [count, f"{made:.1f}", s["sent"], f"{s['sent'] / args.duration:.0f}", s["answered"], s["errors"]]
+        row += [s["timeouts"], s["skipped"], f"{percentile(lat, 0.5):.1f}", f"{percentile(lat, 0.99):.1f}"]
+        rows.append([*row, f"{percentile(s['lags'], 0.99) * 1000:.0f}", f"{s['cpu']:.0%}", s["overflows"]])
+    headers = ["browsers", "setup s", "sent", "sent/s", "answered", "errors", "timeouts (10 s)", "skipped ticks"]
+    headers += ["p50 ms", "p99 ms", "client send lag p99 ms", "client CPU (of 1 core)", "listen overflows (host)"]
+    print_table(headers, rows)
+    print(f"# gunicorn [ERROR] lines in the server logs: {gunicorn_errors}; load average at end: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
