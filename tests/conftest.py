@@ -74,6 +74,8 @@ def settings(backend, tmp_path, request) -> dict:
         "HEARTBEAT_INTERVAL": 0.2,
         "HEARTBEAT_TIMEOUT": 2.0,
         "MAX_UPLOAD_BYTES": 1024 * 1024,
+        # Tests submit many jobs from one session; the fair-use limits have tests of their own.
+        "MAX_ACTIVE_JOBS": 1000,
     }
 
 
@@ -111,7 +113,8 @@ def client(app):
 
 
 def consumer_env(settings: dict) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # The tests folder is importable too, for consumer modules written for a test.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
     env.pop("REDIS_URL", None)
     for name, value in settings.items():
         if name == "REDIS_URL":
@@ -122,16 +125,17 @@ def consumer_env(settings: dict) -> dict:
 
 
 class Consumer:
-    """A real ``huey_consumer tasks.huey`` subprocess."""
+    """A real ``huey_consumer tasks.huey`` subprocess (or another consumer module, such as a test's own)."""
 
-    def __init__(self, settings: dict, log: Path, workers: int = 2):
+    def __init__(self, settings: dict, log: Path, workers: int = 2, module: str = "tasks.huey"):
         self.settings = settings
         self.log = log
         self.workers = workers
+        self.module = module
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Consumer":
-        command = [sys.executable, "-m", "huey.bin.huey_consumer", "tasks.huey", "-w", str(self.workers), "-m", "0.1"]
+        command = [sys.executable, "-m", "huey.bin.huey_consumer", self.module, "-w", str(self.workers), "-m", "0.1"]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(command, cwd=ROOT, env=consumer_env(self.settings), stdout=log, stderr=log)
         return self
@@ -156,8 +160,8 @@ def start_consumer(settings, tmp_path):
     """Start real consumers on the test's backend; all are killed at teardown."""
     started: list[Consumer] = []
 
-    def start(workers: int = 2) -> Consumer:
-        consumer = Consumer(settings, tmp_path / f"consumer-{len(started)}.log", workers).start()
+    def start(workers: int = 2, module: str = "tasks.huey") -> Consumer:
+        consumer = Consumer(settings, tmp_path / f"consumer-{len(started)}.log", workers, module).start()
         started.append(consumer)
         return consumer
 

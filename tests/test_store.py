@@ -227,9 +227,27 @@ def test_a_job_that_beats_again_before_the_write_is_not_lost(store):
     assert store.get(job.id).state == RUNNING
 
 
-def test_stranded_lists_only_old_queued_jobs(store):
+def test_waiting_lists_queued_and_retrying_jobs_that_have_waited_long(store):
     old = make(store, created_at=time.time() - 100)
     make(store)  # too recent
     started = make(store, created_at=time.time() - 100)
     store.start(started.id, "w")
-    assert [job.id for job in store.stranded(time.time() - 50)] == [old.id]
+    retrying = make(store, created_at=time.time() - 100)
+    store.start(retrying.id, "w")
+    store.update(retrying.id, {"state": RETRYING, "next_attempt_at": time.time() - 60})
+    assert {job.id for job in store.waiting(time.time() - 50)} == {old.id, retrying.id}
+    store.start(retrying.id, "w")
+    assert [job.id for job in store.waiting(time.time() - 50)] == [old.id]
+
+
+def test_usage_counts_active_jobs_and_stored_upload_bytes(store):
+    assert store.usage("alice") == (0, 0)
+    running = make(store, upload_size=3)
+    store.create(Job(id=new_id(), kind="checksum", owner="alice", upload_name="b", upload_size=5), b"12345")
+    make(store, owner="bob")
+    store.start(running.id, "w")
+    assert store.usage("alice") == (2, 8)
+    store.finish(running.id, SUCCEEDED)
+    assert store.usage("alice") == (1, 8)
+    store.purge(running.id)
+    assert store.usage("alice") == (1, 5)

@@ -36,7 +36,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update({k: v for k, v in (test_config or {}).items() if not hasattr(settings, k)})
 
     store = open_store(settings)
-    app.extensions["tasklight"] = Tasklight(store, JobQueue(settings, store))
+    queue = JobQueue(settings, store)
+    app.extensions["tasklight"] = Tasklight(store, queue, settings.MAX_ACTIVE_JOBS, settings.MAX_STORED_UPLOAD_BYTES)
     csrf.init_app(app)
     for blueprint in (pages.bp, jobs.bp, admin.bp):
         app.register_blueprint(blueprint)

@@ -10,7 +10,7 @@ from flask.cli import AppGroup
 
 from .filters import iso
 from .kinds import KINDS
-from .service import NotRetryable, service
+from .service import NotRetryable, OverLimit, UploadGone, service
 from .store import STATES, Job, JobNotFound, JobPurged, StoreUnavailable
 
 
@@ -71,7 +71,7 @@ def retry(job_id: str) -> None:
     """Start a new job with the same inputs and print its id."""
     try:
         click.echo(service().retry(load(job_id)).id)
-    except NotRetryable as exc:
+    except (NotRetryable, UploadGone, OverLimit) as exc:
         raise click.ClickException(str(exc)) from None
 
 

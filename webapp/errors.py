@@ -8,6 +8,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from .filters import when
 from .negotiate import respond
+from .service import OverLimit
 from .store import JobNotFound, JobPurged, StoreUnavailable
 
 
@@ -15,6 +16,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(JobNotFound, not_found)
     app.register_error_handler(JobPurged, purged)
     app.register_error_handler(StoreUnavailable, unavailable)
+    app.register_error_handler(OverLimit, over_limit)
     app.register_error_handler(CSRFError, csrf_error)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(InternalServerError, internal_error)
@@ -39,6 +41,10 @@ def purged(exc: JobPurged):
 def unavailable(exc: StoreUnavailable):
     message = "The job store cannot be reached just now, so nothing was changed. Please try again in a moment."
     return error_page(503, "Service unavailable", message)
+
+
+def over_limit(exc: OverLimit):
+    return error_page(429, "Too many jobs", str(exc))
 
 
 def csrf_error(exc: CSRFError):

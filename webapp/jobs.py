@@ -25,7 +25,7 @@ from .filters import iso
 from .kinds import KINDS, Kind
 from .listing import ListQuery, job_listing
 from .negotiate import respond, wants_json
-from .service import NotRetryable, service
+from .service import NotRetryable, UploadGone, service
 from .store import RUNNING, SUCCEEDED, Job, JobNotFound
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -201,7 +201,7 @@ def retry(job_id: str):
     job = owned_job(job_id)
     try:
         new_job = service().retry(job)
-    except NotRetryable as exc:
+    except (NotRetryable, UploadGone) as exc:
         return to_job(job, {"error": str(exc)}, 409, str(exc))
     return to_job(new_job, job_json(new_job), 202)
 

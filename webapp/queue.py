@@ -73,7 +73,8 @@ class JobQueue(Huey):
         task = self.job_task.s(
             job.id,
             id=job.id,
-            retries=job.max_attempts - 1,
+            # A job enqueued again after an attempt keeps only the attempts it has left.
+            retries=max(job.max_attempts - 1 - job.attempt, 0),
             retry_delay=job.options.get("retry_delay") or 0,
             timeout=job.options.get("time_limit"),
             expires=start_within,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -22,12 +23,22 @@ class NotRetryable(ValueError):
         super().__init__(f"Only a failed, lost, cancelled or expired job can be retried; this one is {job.state}.")
 
 
+class UploadGone(LookupError):
+    """The job's uploaded file is no longer kept, so the job cannot run again as it was."""
+
+
+class OverLimit(Exception):
+    """An owner is at one of the fair-use limits; ``message`` says which and what to do."""
+
+
 class Tasklight:
     """The store and the queue, with the operations that keep them in step."""
 
-    def __init__(self, store: JobStore, queue: JobQueue):
+    def __init__(self, store: JobStore, queue: JobQueue, max_active_jobs: int, max_stored_upload_bytes: int):
         self.store = store
         self.queue = queue
+        self.max_active_jobs = max_active_jobs
+        self.max_stored_upload_bytes = max_stored_upload_bytes
 
     def close(self) -> None:
         """Release the connections of the store and the queue (on Redis they share one pool)."""
@@ -45,10 +56,11 @@ class Tasklight:
     ) -> Job:
         """Record a job as queued, then enqueue it under the same id.
 
+        :raises OverLimit: the owner is at a fair-use limit; nothing was recorded.
         :raises StoreUnavailable: nothing could be recorded, or the record
-            could not be enqueued (it is then marked failed, so it is not
-            left waiting forever).
+            could not be enqueued (it is then failed, and never runs).
         """
+        self.check_limits(owner, len(upload.content) if upload else 0)
         options = kind.options(options)
         now = time.time()
         job = Job(
@@ -70,12 +82,32 @@ class Tasklight:
         except Exception as exc:
             logger.exception("could not enqueue job %s", job.id)
             error = job.failure("The job could not be queued. Please try again.")
-            try:
+            # If this write fails too, the record stays queued but never enqueued, and the reaper fails it.
+            with contextlib.suppress(StoreUnavailable):
                 self.store.finish(job.id, FAILED, {"error": error}, states={QUEUED})
-            except StoreUnavailable:
-                pass
             raise StoreUnavailable("enqueue failed") from exc
+        # A worker may have started the job already; then the guard refuses, and starting it says as much.
+        with contextlib.suppress(StoreUnavailable):
+            self.store.update(job.id, {"enqueued": True}, states={QUEUED})
         return job
+
+    def check_limits(self, owner: str, upload_bytes: int) -> None:
+        """Refuse a new job that would take ``owner`` past a fair-use limit.
+
+        :raises OverLimit: with a message that names the limit.
+        """
+        active, stored = self.store.usage(owner)
+        if active >= self.max_active_jobs:
+            raise OverLimit(
+                f"You already have {active} jobs waiting or running, the most one person may have at once. "
+                "Wait for one to finish, or cancel one, and try again."
+            )
+        if upload_bytes and stored + upload_bytes > self.max_stored_upload_bytes:
+            limit = self.max_stored_upload_bytes / 1048576
+            raise OverLimit(
+                f"Your jobs' uploads would take more than {limit:.0f} MiB, the most kept for one person. "
+                "Uploads are deleted with their jobs when those expire; until then, choose a smaller file."
+            )
 
     def cancel(self, job: Job) -> str:
         """Cancel a waiting job at once, or ask a running one to stop; return what happened."""
@@ -95,7 +127,10 @@ class Tasklight:
             raise NotRetryable(job)
         upload = None
         if job.upload_size is not None:
-            upload = Upload(job.upload_name, self.store.upload_content(job.id) or b"")
+            content = self.store.upload_content(job.id)
+            if content is None:
+                raise UploadGone("The file uploaded with this job is no longer kept. Start a new job with the file.")
+            upload = Upload(job.upload_name, content)
         new = self.submit(KINDS[job.kind], job.owner, job.inputs, job.options, upload, retry_of=job.id)
         self.store.update(job.id, {"retried_by": new.id})
         return new

@@ -29,7 +29,7 @@ from huey.utils import normalize_time
 from .config import Settings
 from .kinds import KINDS
 from .queue import JobQueue
-from .store import CANCELLED, FAILED, RETRYING, RUNNING, SUCCEEDED, JobStore, open_store
+from .store import CANCELLED, FAILED, QUEUED, RETRYING, RUNNING, SUCCEEDED, Job, JobStore, open_store
 
 logger = logging.getLogger("tasklight.worker")
 
@@ -96,12 +96,20 @@ class JobContext:
         return io.BytesIO(self.store.upload_content(self.job_id) or b"")
 
 
-class Heartbeat:
-    """Renews, every few seconds, this process's liveness and that of the jobs it runs.
+def time_limit_error(job: Job, limit: float) -> dict:
+    return job.failure(f"The job was stopped after {limit:g} s, its time limit.")
 
-    It also reaps: any consumer marks stale jobs lost, purges old ones and
-    re-enqueues stranded ones, so no separate scheduler is needed. One thread
-    per process, started with the first job or at consumer start-up.
+
+class Heartbeat:
+    """Keeps this process's running jobs honest, and recovers the jobs that nobody runs.
+
+    Every ``interval`` seconds it renews the liveness of this process and of
+    the jobs it runs. Every tick (at most a second) it also ends, on time, a
+    job whose time limit has passed or whose owner cancelled it, even when its
+    body never reports: a thread cannot be stopped from outside, so the body
+    runs on but its outcome is refused. And it reaps: any consumer marks stale
+    jobs lost, purges old ones and gives waiting jobs without a task a new one,
+    so no separate scheduler is needed. One thread per process.
     """
 
     def __init__(self, store: JobStore, queue: JobQueue, interval: float, requeue_after: float):
@@ -109,7 +117,8 @@ class Heartbeat:
         self.queue = queue
         self.interval = interval
         self.requeue_after = requeue_after
-        self._next_requeue_check = 0.0
+        self.tick = min(interval, 1.0)
+        self._next_beat = self._next_recovery = 0.0
         #: The attempt of each job this process is running, by job id.
         self._running: dict[str, int] = {}
         self._pid: int | None = None
@@ -152,10 +161,34 @@ class Heartbeat:
     def _loop(self) -> None:
         while True:
             try:
-                self.beat()
+                self.step(time.monotonic())
             except Exception:
                 logger.exception("heartbeat failed; will try again")
-            time.sleep(self.interval)
+            time.sleep(self.tick)
+
+    def step(self, now: float) -> None:
+        """One tick: enforce limits and cancels; beat and reap when due; recover waiting jobs when due."""
+        self.enforce()
+        if now >= self._next_beat:
+            self._next_beat = now + self.interval
+            self.beat()
+        if now >= self._next_recovery:
+            # Reading the whole queue is not free, so look at most once per tenth of the wait.
+            self._next_recovery = now + max(self.interval, self.requeue_after / 10)
+            self.recover_waiting()
+
+    def enforce(self) -> None:
+        """End this process's jobs that ran past their time limit or were cancelled, whatever their body does."""
+        for job_id, attempt in list(self._running.items()):
+            job = self.store.load(job_id)
+            if job is None or job.state != RUNNING or job.attempt != attempt:
+                continue
+            guard = {"states": {RUNNING}, "attempt": attempt}
+            limit = job.options.get("time_limit")
+            if job.cancel_requested:
+                self.store.finish(job_id, CANCELLED, {"progress": {**job.progress, "message": "Cancelled."}}, **guard)
+            elif limit and time.time() - job.started_at > limit:
+                self.store.finish(job_id, FAILED, {"error": time_limit_error(job, limit)}, **guard)
 
     def beat(self) -> None:
         self.store.beat_worker(worker_name())
@@ -163,29 +196,32 @@ class Heartbeat:
         for job_id, attempt in list(self._running.items()):
             self.store.update(job_id, {"heartbeat_at": now}, states={RUNNING}, attempt=attempt)
         self.store.reap()
-        if time.monotonic() >= self._next_requeue_check:
-            # Reading the whole queue is not free, so look at most once per tenth of the wait.
-            self._next_requeue_check = time.monotonic() + max(self.interval, self.requeue_after / 10)
-            self.requeue_stranded()
 
-    def requeue_stranded(self) -> int:
-        """Enqueue again each job queued for long whose task is in neither Huey's queue nor its schedule.
+    def recover_waiting(self) -> int:
+        """Give each job that has waited long, with no task in Huey's queue or schedule, a task again.
 
         Huey pops a task with no acknowledgement, so a consumer that dies
-        between popping a task and starting its job leaves a record queued
-        that no task will ever run. Enqueueing a job twice is harmless: only
-        one task can move it from queued to running.
+        between popping a task and starting its attempt leaves a queued or
+        retrying record that no task will ever run. Enqueueing a job twice is
+        harmless: only one task can move it to running. A queued job whose
+        task was never handed over (its submit failed half-way, and the user
+        was told so) is failed instead, so that it never runs.
         """
-        stranded = self.store.stranded(time.time() - self.requeue_after)
-        if not stranded:
+        stuck = self.store.waiting(time.time() - self.requeue_after)
+        if not stuck:
             return 0
         present = self.queue.task_ids()
         count = 0
-        for job in stranded:
-            if job.id not in present:
-                logger.warning("job %s is still queued but its task is gone; enqueueing it again", job.id)
-                self.queue.enqueue_job(job)
-                count += 1
+        for job in stuck:
+            if job.id in present:
+                continue
+            if job.state == QUEUED and not job.enqueued:
+                error = job.failure("The job could not be queued, so it was not run.")
+                self.store.finish(job.id, FAILED, {"error": error}, states={QUEUED})
+                continue
+            logger.warning("job %s is still %s but its task is gone; enqueueing it again", job.id, job.state)
+            self.queue.enqueue_job(job)
+            count += 1
         return count
 
 
@@ -220,8 +256,7 @@ class Worker:
             except JobError as exc:
                 self.store.finish(job_id, FAILED, {"error": job.failure(str(exc))}, **guard)
             except TaskTimeout:
-                message = f"The job was stopped after {task.timeout:g} s, its time limit."
-                self.store.finish(job_id, FAILED, {"error": job.failure(message)}, **guard)
+                self.store.finish(job_id, FAILED, {"error": time_limit_error(job, task.timeout)}, **guard)
             except Superseded:
                 logger.warning("job %s attempt %s was superseded; its result is dropped", job_id, job.attempt)
             except Exception as exc:

@@ -27,6 +27,11 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, LOST, EXPIRED})
 #: Ended without a result, so "Run again" makes sense.
 RETRYABLE = frozenset({FAILED, LOST, CANCELLED, EXPIRED})
 
+#: Waiting for a worker: no attempt is running.
+WAITING = frozenset({QUEUED, RETRYING})
+#: Not ended: they count against an owner's active jobs.
+ACTIVE = frozenset({QUEUED, RUNNING, RETRYING})
+
 #: The only moves a job can make; anything else is refused.
 TRANSITIONS = {
     QUEUED: {RUNNING, CANCELLED, EXPIRED, FAILED},
@@ -100,7 +105,15 @@ class Job:
     #: The uploaded file's name and size, if the job has one; its content is kept beside the record.
     upload_name: str | None = None
     upload_size: int | None = None
+    #: Its task was handed to the queue. A queued job whose submit failed half-way is never run.
+    enqueued: bool = False
+    #: Since when the job has been waiting for a worker (queued, or retrying); None while it is not.
+    waiting_since: float | None = None
     version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.waiting_since is None and self.state == QUEUED:
+            self.waiting_since = self.created_at
 
     @property
     def terminal(self) -> bool:
@@ -149,6 +162,8 @@ def apply_changes(job: Job, changes: dict, states: Iterable[str] | None, attempt
     data = asdict(job)
     data.update(changes)
     data["version"] = job.version + 1
+    if new_state != job.state:
+        data["waiting_since"] = (data["next_attempt_at"] or time.time()) if new_state in WAITING else None
     return Job(**data)
 
 
@@ -214,7 +229,7 @@ class JobStore:
 
     def is_overdue(self, job: Job, now: float) -> bool:
         """A waiting job that can no longer start in time."""
-        return job.state in (QUEUED, RETRYING) and job.start_by is not None and now > job.start_by
+        return job.state in WAITING and job.start_by is not None and now > job.start_by
 
     def create(self, job: Job, upload_content: bytes | None = None) -> Job:
         """Record a new job (before it is enqueued), with the content of its upload, if any."""
@@ -230,7 +245,7 @@ class JobStore:
                 return None
             changes = {"state": RUNNING, "attempt": job.attempt + 1, "started_at": now, "heartbeat_at": now}
             changes.update(worker=worker, next_attempt_at=None)
-            return apply_changes(job, changes, {QUEUED, RETRYING}, None)
+            return apply_changes(job, changes, WAITING, None)
 
         return self.modify(job_id, begin)
 
@@ -276,7 +291,7 @@ class JobStore:
     def mark_expired(self, job: Job) -> Job | None:
         """End a job that was not started by its deadline."""
         error = job.failure("The job was not started in time, so it was not run.")
-        return self.finish(job.id, EXPIRED, {"error": error}, states={QUEUED, RETRYING})
+        return self.finish(job.id, EXPIRED, {"error": error}, states=WAITING)
 
     def reap(self) -> int:
         """Mark stale running jobs lost and overdue waiting ones expired; purge those past retention.
@@ -344,8 +359,12 @@ class JobStore:
         """Queued and retrying jobs whose start deadline has passed."""
         raise NotImplementedError
 
-    def stranded(self, created_before: float) -> list[Job]:
-        """Jobs still queued that were created before ``created_before``."""
+    def waiting(self, since_before: float) -> list[Job]:
+        """Queued and retrying jobs that have been waiting since before ``since_before``."""
+        raise NotImplementedError
+
+    def usage(self, owner: str) -> tuple[int, int]:
+        """How many active jobs ``owner`` has, and how many bytes of uploads the store keeps for them."""
         raise NotImplementedError
 
     def purge_due(self, now: float) -> None:

@@ -10,7 +10,7 @@ import redis
 from redis.connection import parse_url
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from . import QUEUED, RETRYING, RUNNING, Job, JobStore, unavailable_on
+from . import ACTIVE, RUNNING, WAITING, Job, JobStore, unavailable_on
 
 #: Replies that mean the server cannot serve us just now, rather than a bug in a command.
 OUTAGE_REPLIES = ("OOM", "READONLY", "WRONGTYPE", "MASTERDOWN", "LOADING", "MISCONF", "NOREPLICAS", "BUSY", "TRYAGAIN")
@@ -27,9 +27,10 @@ class RedisStore(JobStore):
 
     Keys: ``job:<id>`` (the record as JSON), ``upload:<id>``, ``tomb:<id>``
     (when it was purged and whose it was, with a TTL); the sorted sets ``all``,
-    ``owner:<owner>`` and ``queued`` (by creation time), ``deadlines`` (by start
-    deadline), ``finished`` (by purge time) and ``workers`` (by last beat); and
-    the set ``running``.
+    ``owner:<owner>`` (by creation time), ``waiting`` (by ``waiting_since``),
+    ``deadlines`` (by start deadline), ``finished`` (by purge time) and
+    ``workers`` (by last beat); the set ``running``; and the hash
+    ``usage:<owner>`` (``active`` jobs and stored upload ``bytes``).
     """
 
     def __init__(self, connection_pool: redis.ConnectionPool, prefix: str = "tasklight:", **options):
@@ -57,7 +58,8 @@ class RedisStore(JobStore):
 
         def transaction(pipe: redis.client.Pipeline) -> Job | None:
             raw = pipe.get(key)
-            job = change(Job.from_json(raw)) if raw else None
+            old = Job.from_json(raw) if raw else None
+            job = change(old) if old else None
             pipe.multi()
             if job is not None:
                 pipe.set(key, job.to_json())
@@ -65,10 +67,13 @@ class RedisStore(JobStore):
                     pipe.sadd(self.key("running"), job_id)
                 else:
                     pipe.srem(self.key("running"), job_id)
-                if job.state not in (QUEUED, RETRYING):
+                if job.state in WAITING:
+                    pipe.zadd(self.key("waiting"), {job_id: job.waiting_since})
+                else:
+                    pipe.zrem(self.key("waiting"), job_id)
                     pipe.zrem(self.key("deadlines"), job_id)
-                if job.state != QUEUED:
-                    pipe.zrem(self.key("queued"), job_id)
+                if old.state in ACTIVE and job.state not in ACTIVE:
+                    pipe.hincrby(self.key("usage", job.owner), "active", -1)
                 if job.purge_at is not None:
                     pipe.zadd(self.key("finished"), {job_id: job.purge_at})
             return job
@@ -87,7 +92,9 @@ class RedisStore(JobStore):
             pipe.zadd(self.key("owner", job.owner), {job.id: job.created_at})
             if job.start_by is not None:
                 pipe.zadd(self.key("deadlines"), {job.id: job.start_by})
-            pipe.zadd(self.key("queued"), {job.id: job.created_at})
+            pipe.zadd(self.key("waiting"), {job.id: job.waiting_since})
+            pipe.hincrby(self.key("usage", job.owner), "active", 1)
+            pipe.hincrby(self.key("usage", job.owner), "bytes", job.upload_size or 0)
             pipe.execute()
 
     def upload_content(self, job_id: str) -> bytes | None:
@@ -155,9 +162,14 @@ class RedisStore(JobStore):
         with unavailable_on(is_outage):
             return self._many(self.redis.zrangebyscore(self.key("deadlines"), "-inf", f"({now!r}"))
 
-    def stranded(self, created_before: float) -> list[Job]:
+    def waiting(self, since_before: float) -> list[Job]:
         with unavailable_on(is_outage):
-            return self._many(self.redis.zrangebyscore(self.key("queued"), "-inf", f"({created_before!r}"))
+            return self._many(self.redis.zrangebyscore(self.key("waiting"), "-inf", f"({since_before!r}"))
+
+    def usage(self, owner: str) -> tuple[int, int]:
+        with unavailable_on(is_outage):
+            active, stored = self.redis.hmget(self.key("usage", owner), "active", "bytes")
+        return int(active or 0), int(stored or 0)
 
     def purge_due(self, now: float) -> None:
         # Tombstones expire by their own TTL.
@@ -179,7 +191,10 @@ class RedisStore(JobStore):
             pipe.zrem(self.key("finished"), job_id)
             pipe.srem(self.key("running"), job_id)
             pipe.zrem(self.key("deadlines"), job_id)
-            pipe.zrem(self.key("queued"), job_id)
+            pipe.zrem(self.key("waiting"), job_id)
+            pipe.hincrby(self.key("usage", job.owner), "bytes", -(job.upload_size or 0))
+            if job.state in ACTIVE:
+                pipe.hincrby(self.key("usage", job.owner), "active", -1)
             pipe.execute()
 
     def beat_worker(self, name: str) -> None:

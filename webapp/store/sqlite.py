@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from . import QUEUED, RETRYING, RUNNING, Job, JobStore, unavailable_on
+from . import ACTIVE, RUNNING, WAITING, Job, JobStore, unavailable_on
 
 SCHEMA = """
 create table if not exists jobs (
@@ -152,10 +152,19 @@ class SqliteStore(JobStore):
 
     def overdue(self, now: float) -> list[Job]:
         # Filtered in SQL: the reaper runs on every heartbeat, and the queue may be long.
-        return self._jobs_where("state in (?, ?) and json_extract(data, '$.start_by') < ?", QUEUED, RETRYING, now)
+        return self._jobs_where("state in (?, ?) and json_extract(data, '$.start_by') < ?", *WAITING, now)
 
-    def stranded(self, created_before: float) -> list[Job]:
-        return self._jobs_where("state = ? and created_at < ?", QUEUED, created_before)
+    def waiting(self, since_before: float) -> list[Job]:
+        return self._jobs_where("state in (?, ?) and json_extract(data, '$.waiting_since') < ?", *WAITING, since_before)
+
+    def usage(self, owner: str) -> tuple[int, int]:
+        [(active, stored)] = self._select(
+            "select count(*) filter (where state in (?, ?, ?)),"
+            " coalesce(sum(json_extract(data, '$.upload_size')), 0) from jobs where owner = ?",
+            *ACTIVE,
+            owner,
+        )
+        return active, stored
 
     def purge_due(self, now: float) -> None:
         for (job_id,) in self._select("select id from jobs where purge_at < ?", now):

@@ -1,0 +1,72 @@
+"""No job left behind: every accepted job ends, whatever dies or refuses along the way."""
+
+import time
+
+import pytest
+from helpers import JSON, job_id_from, submit, wait_for
+
+from webapp.kinds import KINDS
+from webapp.store import FAILED, RETRYING, StoreUnavailable
+
+
+@pytest.fixture
+def quick_recovery(settings):
+    """Consumers look for waiting jobs without a task after one second, not five minutes."""
+    settings["REQUEUE_AFTER"] = 1
+
+
+@pytest.mark.parametrize(
+    "next_attempt",
+    [-5, None],
+    ids=["retry-task-popped-then-lost", "interrupted-retry-never-started"],
+)
+def test_a_retrying_job_whose_task_is_gone_runs_again(quick_recovery, app, client, start_consumer, next_attempt):
+    """A consumer killed after popping a retry task (or between the retrying write and the re-enqueue, or on a
+    store error as the last attempt starts, or stopped with a popped retry not yet started) leaves the job
+    retrying with no task. Another consumer must give it a task again."""
+    job_id = job_id_from(submit(client, "timer", {"seconds": "0"}))
+    store, queue = app.extensions["tasklight"].store, app.extensions["tasklight"].queue
+    store.start(job_id, "gone:1")
+    retry_at = time.time() + next_attempt if next_attempt is not None else None
+    store.update(job_id, {"state": RETRYING, "next_attempt_at": retry_at})
+    queue.storage.flush_queue()  # the task died with its consumer
+    start_consumer()
+    data = wait_for(client, job_id, "succeeded", timeout=15)
+    assert data["attempt"] == 2 and data["max_attempts"] == KINDS["timer"].retries + 1
+
+
+def test_a_submit_that_failed_half_way_never_runs(quick_recovery, app, client, start_consumer, monkeypatch):
+    """The queue refuses and so does the store, so the record stays queued: the user was told nothing was
+    changed, so the reaper fails it rather than running it later."""
+    service = app.extensions["tasklight"]
+
+    def refuse(*args, **kwargs):
+        raise StoreUnavailable("down")
+
+    monkeypatch.setattr(service.queue, "enqueue", refuse)
+    monkeypatch.setattr(service.store, "finish", refuse)
+    response = submit(client, "timer", {"seconds": "0"})
+    assert response.status_code == 503
+    monkeypatch.undo()
+    [job] = service.store.list()
+    assert (job.state, job.enqueued) == ("queued", False)
+    start_consumer()
+    data = wait_for(client, job.id, FAILED, timeout=15)
+    assert data["attempt"] == 0 and data["started_at"] is None
+    assert "could not be queued" in data["error"]["message"]
+
+
+def test_a_body_that_never_reports_still_ends_at_its_time_limit(client, start_consumer):
+    start_consumer(module="stubborn_tasks.huey")
+    job_id = job_id_from(submit(client, "timer", {"seconds": "60", "time_limit": "1"}))
+    data = wait_for(client, job_id, FAILED, timeout=10)
+    assert data["error"]["message"] == "The job was stopped after 1 s, its time limit."
+
+
+def test_a_body_that_never_reports_is_still_cancelled(client, start_consumer):
+    start_consumer(module="stubborn_tasks.huey")
+    job_id = job_id_from(submit(client, "timer", {"seconds": "60"}))
+    wait_for(client, job_id, "running")
+    token = client.get("/jobs/new/timer", headers=JSON).get_json()["csrf_token"]
+    assert client.post(f"/jobs/{job_id}/cancel", headers={**JSON, "X-CSRFToken": token}).status_code == 202
+    wait_for(client, job_id, "cancelled", timeout=5)
