@@ -1,8 +1,11 @@
 """Unit tests of the CSV profiler and its result partial."""
 
+import csv
 import io
 import json
-from itertools import pairwise
+import random
+import re
+from itertools import pairwise, product
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,7 +14,7 @@ from bs4 import BeautifulSoup
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from webapp import profiling
-from webapp.profiling import CsvFormatError, profile_csv
+from webapp.profiling import CsvFormatError, CsvLimits, profile_csv
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -24,19 +27,20 @@ SAMPLE = (
 )
 
 
-def profile(text: str | bytes, report=None) -> dict:
+def profile(text: str | bytes, report=None, limits: CsvLimits | None = None) -> dict:
     """Profile ``text`` (encoded as UTF-8 if a string)."""
     data = text.encode() if isinstance(text, str) else text
-    return profile_csv(io.BytesIO(data), len(data), report or (lambda done, total: None))
+    limited = (limits,) if limits else ()  # without, the default bounds apply
+    return profile_csv(io.BytesIO(data), len(data), report or (lambda done, total: None), *limited)
 
 
 def by_name(result: dict) -> dict[str, dict]:
     return {column["name"]: column for column in result["columns"]}
 
 
-def error_of(text: str | bytes) -> str:
+def error_of(text: str | bytes, limits: CsvLimits | None = None) -> str:
     with pytest.raises(CsvFormatError) as caught:
-        profile(text)
+        profile(text, limits=limits)
     return str(caught.value)
 
 
@@ -271,6 +275,200 @@ def test_distinct_cap(monkeypatch):
     assert column["max"] == "d"  # ranges still see every value
     exact = by_name(profile("v\na\nb\nc\na\n"))["v"]
     assert (exact["distinct"], exact["distinct_capped"]) == (3, False)
+
+
+def quadratic_names(header: list[str]) -> list[str]:
+    """The names the profiler gave before de-duplication was made linear: the smallest free suffix, by search."""
+    names, seen = [], set()
+    for number, field in enumerate(header, 1):
+        name = field.strip() or f"column {number}"
+        unique, copy = name, 1
+        while unique in seen:
+            copy += 1
+            unique = f"{name} ({copy})"
+        seen.add(unique)
+        names.append(unique)
+    return names
+
+
+def test_names_match_the_smallest_free_suffix():
+    # Headers that literally contain "x (2)" and the like, in every order.
+    pool = ["a", "a (2)", "a (3)", "a (2) (2)", "", "column 2", "b", "a (1)"]
+    rng = random.Random(4)
+    for _ in range(2000):
+        header = [rng.choice(pool) for _ in range(rng.randint(1, 9))]
+        names = profiling._column_names(header, 200)
+        assert names == quadratic_names(header)
+        assert len(set(names)) == len(names)
+
+
+def test_many_repeated_names_take_linear_work():
+    # Numbering 50,000 copies of a name by search tries 1.25 billion names (many minutes); this must return.
+    header = ["a"] * 49_999 + ["a (2)"]
+    result = profile(",".join(header) + "\n", limits=CsvLimits(max_columns=50_000, max_result_bytes=2**30))
+    names = [column["name"] for column in result["columns"]]
+    assert names[:3] == ["a", "a (2)", "a (3)"]
+    assert names[-2:] == ["a (49999)", "a (2) (2)"]
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (",".join(["a"] * 501), "The header has 501 columns; at most 500 can be profiled."),
+        # Blank names are numbered, so they make columns as well.
+        ("," * 2000, "The header has 2,001 columns; at most 500 can be profiled."),
+    ],
+)
+def test_columns_are_bounded(header, message):
+    assert error_of(header + "\n1\n") == message
+    assert len(profile(",".join(["a"] * 500) + "\n")["columns"]) == 500
+    assert error_of("a,b,c\n", CsvLimits(max_columns=2)) == "The header has 3 columns; at most 2 can be profiled."
+
+
+def test_long_fields_fail_naming_the_line_and_bound():
+    long = "x" * 12_345
+    assert error_of(f"a,b\n1,2\n3,{long}\n") == "Line 3 has a field of 12,345 characters; fields may be at most 10,000."
+    assert error_of(f"a,{long}\n") == "Line 1 has a field of 12,345 characters; fields may be at most 10,000."
+    # A quoted field spanning lines is counted whole, on the line its row starts.
+    assert error_of(f'a,b\n1,"{long}\n{long}"\n') == (
+        "Line 2 has a field of 24,691 characters; fields may be at most 10,000."
+    )
+    # Past the csv module's own limit, which stops before the field is whole; that limit is left as it was.
+    limit = csv.field_size_limit()
+    assert error_of("a,b\n1,2\n3," + "x" * 200_000 + "\n") == (
+        "Line 3 has a field of more than 131,072 characters; fields may be at most 10,000."
+    )
+    assert csv.field_size_limit() == limit
+    assert error_of("a\nxyz\n", CsvLimits(max_cell_length=2)) == (
+        "Line 2 has a field of 3 characters; fields may be at most 2."
+    )
+    column = by_name(profile("a\n" + "x" * 10_000 + "\n"))["a"]
+    assert column["count"] == 1
+
+
+def test_long_rows_fail_before_they_are_read_whole():
+    data = b"a,b\n1," + b"x" * (4 * 1024 * 1024) + b"\n"
+    stream = io.BytesIO(data)
+    with pytest.raises(CsvFormatError) as caught:
+        profile_csv(stream, len(data), lambda done, total: None)
+    assert str(caught.value) == "Line 2 starts a row longer than 1 MiB; rows may be at most 1 MiB."
+    assert stream.tell() < 2 * 1024 * 1024
+    # The lines of a row are counted together; the message names the line the row starts on.
+    limits = CsvLimits(max_row_bytes=1000)
+    message = "Line 3 starts a row longer than 1,000 bytes; rows may be at most 1,000 bytes."
+    assert error_of('a\n1\n"' + "x\n" * 600 + '"\n', limits) == message
+    # Old Mac lines ("\r" only) are separate rows however long the file.
+    result = profile("n\r" + "1\r" * 5000, limits=CsvLimits(max_row_bytes=10))
+    assert result["rows"] == 5000
+
+
+def test_long_names_and_values_are_cut():
+    long = "y" * 150
+    result = profile(f"{'n' * 250},{'n' * 250}x,v\n{long}a,1,{long}1\n{long}b,2,{long}2\n{long}b,3,{long}\n")
+    names = [column["name"] for column in result["columns"]]
+    assert names == ["n" * 199 + "…", "n" * 199 + "… (2)", "v"]
+    first, _, last = result["columns"]
+    cut = "y" * 99 + "…"
+    assert (first["min"], first["max"], first["top"]) == (cut, cut, [[cut, 2], [cut, 1]])
+    assert first["distinct"] == 2  # counted on whole values
+    assert last["type"] == "text" and last["top"] == [[cut, 1], [cut, 1], [cut, 1]]
+    assert len(profile(f"v\n{long}\n", limits=CsvLimits(max_value_length=10))["columns"][0]["max"]) == 10
+
+
+def test_result_size_is_bounded():
+    text = "a,b\n" + "".join(f"{i},{i * 7}\n" for i in range(100))
+    stored = len(json.dumps(profile(text), separators=(",", ":")))
+    assert profile(text, limits=CsvLimits(max_result_bytes=stored))["rows"] == 100
+    message = f"The profile would take {stored:,} bytes; profiles may be at most {stored - 1:,} bytes."
+    assert error_of(text, CsvLimits(max_result_bytes=stored - 1)) == message
+    # At the default bounds, non-ASCII names and values (escaped when stored) can pass it.
+    header = ",".join(f"{i}{'é' * 300}" for i in range(500))
+    rows = "".join(",".join(f"{r}{'é' * 200}" for _ in range(500)) + "\n" for r in range(5))
+    assert re.fullmatch(
+        r"The profile would take [0-9,]+ bytes; profiles may be at most 1 MiB\.", error_of(f"{header}\n{rows}")
+    )
+
+
+def test_limits_must_be_positive():
+    with pytest.raises(ValueError, match="max_columns"):
+        CsvLimits(max_columns=0)
+
+
+def test_long_runs_of_digits_take_linear_work():
+    # The number pattern used to backtrack quadratically on a run of digits: this cell took about three minutes.
+    cell = "1" * 99_999 + "x"
+    column = by_name(profile(f"a,b\n{cell},1\n", limits=CsvLimits(max_cell_length=100_000)))["a"]
+    assert (column["type"], column["count"]) == ("text", 1)
+
+
+def test_number_pattern_is_unchanged():
+    old = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+    for length in range(7):
+        for chars in product("1.e+-x", repeat=length):
+            value = "".join(chars)
+            assert bool(profiling._NUMBER.fullmatch(value)) == bool(old.fullmatch(value)), value
+
+
+def test_integers_with_many_leading_zeros():
+    # int() refuses more than 4,300 digits.
+    column = by_name(profile("n\n" + "0" * 5000 + "12\n-" + "0" * 5000 + "3\n"))["n"]
+    assert (column["type"], column["min"], column["max"]) == ("integer", -3, 12)
+
+
+def reports_of(data: bytes, limits: CsvLimits | None = None) -> tuple[list[tuple[int, int]], BaseException | None]:
+    """The calls to ``report`` while profiling ``data``, and the error it ended with."""
+    calls = []
+    try:
+        profile_csv(io.BytesIO(data), len(data), lambda done, total: calls.append((done, total)), limits or CsvLimits())
+    except CsvFormatError as error:
+        return calls, error
+    return calls, None
+
+
+def test_progress_is_reported_while_reading_a_long_header():
+    data = b"a," * (2 * 1024 * 1024) + b"a\n"  # 4 MiB, one line
+    calls, error = reports_of(data, CsvLimits(max_row_bytes=8 * 1024 * 1024))
+    assert str(error) == "The header has 2,097,153 columns; at most 500 can be profiled."
+    assert len(calls) >= 8
+    assert all(done < len(data) and total == len(data) for done, total in calls)
+    assert [done for done, _ in calls] == sorted(set(done for done, _ in calls))
+
+
+def test_progress_is_reported_while_reading_a_long_row():
+    header = ",".join(f"c{i}" for i in range(500))
+    data = f"{header}\n{','.join(['v' * 1900] * 500)}\n".encode()  # the row is about 0.9 MiB
+    calls, error = reports_of(data)
+    assert error is None
+    assert len([done for done, _ in calls if done < len(data)]) >= 3
+    assert calls[-1] == (len(data), len(data))
+
+
+def test_progress_is_reported_for_work_not_counted_in_rows(monkeypatch):
+    monkeypatch.setattr(profiling, "REPORT_SECONDS", 0)  # every check reports
+    monkeypatch.setattr(profiling, "PART", 1000)
+    # Blank lines make no rows.
+    data = b"a\n" + b"\n" * 10_000
+    calls, _ = reports_of(data)
+    assert len(calls) >= 10_000 // profiling.TICK_LINES
+    # Summing and binning numbers happens after the last byte is read.
+    data = ("n\n" + "".join(f"{i}\n" for i in range(20_000))).encode()
+    calls, _ = reports_of(data)
+    assert calls.count((len(data), len(data))) >= 20
+
+
+def test_exception_from_report_stops_a_long_header():
+    class Stop(Exception):
+        pass
+
+    def report(done, total):
+        raise Stop
+
+    data = b"a," * (2 * 1024 * 1024) + b"a\n"
+    stream = io.BytesIO(data)
+    with pytest.raises(Stop):
+        profile_csv(stream, len(data), report, CsvLimits(max_row_bytes=8 * 1024 * 1024))
+    assert stream.tell() <= profiling.REPORT_BYTES + profiling.READ_CHUNK
 
 
 def fake_url_for(endpoint: str, **values) -> str:
