@@ -1,7 +1,9 @@
 """Fixtures: the app on either backend, a private Redis server and real consumers."""
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -127,17 +129,25 @@ def consumer_env(settings: dict) -> dict:
 class Consumer:
     """A real ``huey_consumer tasks.huey`` subprocess (or another consumer module, such as a test's own)."""
 
-    def __init__(self, settings: dict, log: Path, workers: int = 2, module: str = "tasks.huey"):
+    def __init__(self, settings: dict, log: Path, workers: int = 2, module: str = "tasks.huey", env=None, args=()):
         self.settings = settings
         self.log = log
         self.workers = workers
         self.module = module
+        #: Extra environment, such as libfaketime's to give the consumer a clock of its own.
+        self.env = env or {}
+        #: Extra consumer options, such as ``-k process``.
+        self.args = list(args)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Consumer":
         command = [sys.executable, "-m", "huey.bin.huey_consumer", self.module, "-w", str(self.workers), "-m", "0.1"]
+        env = {**consumer_env(self.settings), **self.env}
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(command, cwd=ROOT, env=consumer_env(self.settings), stdout=log, stderr=log)
+            # A session of its own, so that stop() ends its process workers too.
+            self.proc = subprocess.Popen(
+                [*command, *self.args], cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True
+            )
         return self
 
     def signal(self, signum: int) -> None:
@@ -147,9 +157,12 @@ class Consumer:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        """Kill the consumer and any process workers it forked (its process group, which it leads)."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -160,8 +173,9 @@ def start_consumer(settings, tmp_path):
     """Start real consumers on the test's backend; all are killed at teardown."""
     started: list[Consumer] = []
 
-    def start(workers: int = 2, module: str = "tasks.huey") -> Consumer:
-        consumer = Consumer(settings, tmp_path / f"consumer-{len(started)}.log", workers, module).start()
+    def start(workers: int = 2, module: str = "tasks.huey", env=None, args=()) -> Consumer:
+        log = tmp_path / f"consumer-{len(started)}.log"
+        consumer = Consumer(settings, log, workers, module, env, args).start()
         started.append(consumer)
         return consumer
 

@@ -1,5 +1,6 @@
 """No job left behind: every accepted job ends, whatever dies or refuses along the way."""
 
+import glob
 import time
 
 import pytest
@@ -70,3 +71,16 @@ def test_a_body_that_never_reports_is_still_cancelled(client, start_consumer):
     token = client.get("/jobs/new/timer", headers=JSON).get_json()["csrf_token"]
     assert client.post(f"/jobs/{job_id}/cancel", headers={**JSON, "X-CSRFToken": token}).status_code == 202
     wait_for(client, job_id, "cancelled", timeout=5)
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+def test_a_host_whose_clock_runs_ahead_does_not_mark_live_jobs_lost(client, start_consumer, settings):
+    """Staleness is judged by the store's clock. A second consumer whose clock is a minute ahead reaps
+    every heartbeat; by its own clock the first consumer's beats would look a minute old."""
+    [libfaketime] = glob.glob("/usr/lib/*/faketime/libfaketime.so.1") or [None]
+    assert libfaketime, "libfaketime is not installed; scripts/setup --test installs Debian's faketime"
+    start_consumer(workers=1)
+    job_id = job_id_from(submit(client, "timer", {"seconds": "3"}))
+    wait_for(client, job_id, "running")
+    start_consumer(workers=1, env={"LD_PRELOAD": libfaketime, "FAKETIME": "+60s"})
+    assert wait_for(client, job_id, {"succeeded", "lost"}, timeout=15)["state"] == "succeeded"

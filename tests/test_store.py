@@ -113,7 +113,7 @@ def test_a_stale_running_job_is_lost_on_read_and_by_the_reaper(store):
     read, reaped = make(store), make(store)
     for job in (read, reaped):
         store.start(job.id, "w")
-        store.update(job.id, {"heartbeat_at": time.time() - store.heartbeat_timeout - 1})
+        store.update(job.id, {"heartbeat_at": store.now() - store.heartbeat_timeout - 1})
     assert store.get(read.id).state == LOST
     assert store.reap() == 1
     assert store.load(reaped.id).state == LOST
@@ -121,10 +121,10 @@ def test_a_stale_running_job_is_lost_on_read_and_by_the_reaper(store):
 
 
 def test_a_job_past_its_start_deadline_expires(store):
-    job = make(store, start_by=time.time() - 1)
+    job = make(store, start_by=store.now() - 1)
     assert store.start(job.id, "w") is None
     assert store.get(job.id).state == EXPIRED
-    other = make(store, start_by=time.time() - 1)
+    other = make(store, start_by=store.now() - 1)
     store.reap()
     assert store.load(other.id).state == EXPIRED
 
@@ -133,8 +133,8 @@ def test_purged_jobs_answer_expired_with_the_time(store):
     job = store.create(Job(id=new_id(), kind="checksum", owner="a"), upload_content=b"x")
     store.start(job.id, "w")
     store.finish(job.id, SUCCEEDED)
-    store.modify(job.id, lambda j: replace(j, purge_at=time.time() - 1))
-    before = time.time()
+    store.modify(job.id, lambda j: replace(j, purge_at=store.now() - 1))
+    before = store.now()
     store.reap()
     with pytest.raises(JobPurged) as caught:
         store.get(job.id)
@@ -144,7 +144,7 @@ def test_purged_jobs_answer_expired_with_the_time(store):
 
 
 def test_list_is_newest_first_filtered_and_paged(store):
-    now = time.time()
+    now = store.now()
     jobs = [make(store, owner="alice", created_at=now + i) for i in range(5)]
     make(store, owner="bob")
     store.start(jobs[1].id, "w")
@@ -221,23 +221,23 @@ def test_sentinel_pool_reaches_the_master(redis_server, tmp_path):
 def test_a_job_that_beats_again_before_the_write_is_not_lost(store):
     job = make(store)
     store.start(job.id, "w")
-    stale = store.update(job.id, {"heartbeat_at": time.time() - store.heartbeat_timeout - 1})
-    store.update(job.id, {"heartbeat_at": time.time()})  # the worker beats after the reaper read
+    stale = store.update(job.id, {"heartbeat_at": store.now() - store.heartbeat_timeout - 1})
+    store.update(job.id, {"heartbeat_at": store.now()})  # the worker beats after the reaper read
     assert store.mark_lost(stale) is None
     assert store.get(job.id).state == RUNNING
 
 
 def test_waiting_lists_queued_and_retrying_jobs_that_have_waited_long(store):
-    old = make(store, created_at=time.time() - 100)
+    old = make(store, created_at=store.now() - 100)
     make(store)  # too recent
-    started = make(store, created_at=time.time() - 100)
+    started = make(store, created_at=store.now() - 100)
     store.start(started.id, "w")
-    retrying = make(store, created_at=time.time() - 100)
+    retrying = make(store, created_at=store.now() - 100)
     store.start(retrying.id, "w")
-    store.update(retrying.id, {"state": RETRYING, "next_attempt_at": time.time() - 60})
-    assert {job.id for job in store.waiting(time.time() - 50)} == {old.id, retrying.id}
+    store.update(retrying.id, {"state": RETRYING, "next_attempt_at": store.now() - 60})
+    assert {job.id for job in store.waiting(store.now() - 50)} == {old.id, retrying.id}
     store.start(retrying.id, "w")
-    assert [job.id for job in store.waiting(time.time() - 50)] == [old.id]
+    assert [job.id for job in store.waiting(store.now() - 50)] == [old.id]
 
 
 def test_usage_counts_active_jobs_and_stored_upload_bytes(store):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import time
 import uuid
 
 from flask import (
@@ -59,7 +58,7 @@ def get_kind(name: str) -> Kind:
 
 def poll_interval(job: Job) -> int:
     """Seconds until the next poll of ``job``."""
-    age = time.time() - job.created_at
+    age = service().store.now() - job.created_at
     return next(seconds for younger_than, seconds in POLL_SECONDS if age < younger_than)
 
 
@@ -68,7 +67,7 @@ def seconds_left(job: Job) -> float | None:
     done, total = job.progress.get("done") or 0, job.progress.get("total")
     if job.state != RUNNING or not total or done <= 0 or not job.started_at:
         return None
-    elapsed = time.time() - job.started_at
+    elapsed = service().store.now() - job.started_at
     if elapsed < 1 or done >= total:
         return None
     return elapsed * (total - done) / done
@@ -89,7 +88,7 @@ def job_context(job: Job) -> dict:
         if shown_attempt > 1 and not job.terminal
         else None,
         "no_worker": job.waiting and not service().store.live_workers(),
-        "now": time.time(),
+        "now": service().store.now(),
     }
 
 

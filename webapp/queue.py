@@ -8,7 +8,6 @@ register it under the same name, so a message from one runs in the other.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 
 from huey.api import Huey, Task
@@ -59,6 +58,7 @@ class JobQueue(Huey):
         else:
             storage = {"storage_class": SqliteQueueStorage, "filename": settings.database_path}
         super().__init__("tasklight", results=False, **storage)
+        self._store = store
         self._run = run
         self.job_task = self.task(context=True, name="run_job")(self._run_job)
 
@@ -69,7 +69,7 @@ class JobQueue(Huey):
 
     def enqueue_job(self, job: Job) -> None:
         """Put a recorded job's task in the queue, under the job's id, with the job's options."""
-        start_within = max(job.start_by - time.time(), 0) if job.start_by is not None else None
+        start_within = max(job.start_by - self._store.now(), 0) if job.start_by is not None else None
         task = self.job_task.s(
             job.id,
             id=job.id,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 
 from flask import current_app
 
@@ -62,7 +61,7 @@ class Tasklight:
         """
         self.check_limits(owner, len(upload.content) if upload else 0)
         options = kind.options(options)
-        now = time.time()
+        now = self.store.now()
         job = Job(
             id=new_id(),
             kind=kind.name,

@@ -82,7 +82,7 @@ class JobContext:
         progress = {"done": done, "total": total, "message": message}
         job = self.store.update(
             self.job_id,
-            {"progress": progress, "heartbeat_at": time.time()},
+            {"progress": progress, "heartbeat_at": self.store.now()},
             states={RUNNING},
             attempt=self.attempt,
         )
@@ -187,12 +187,12 @@ class Heartbeat:
             limit = job.options.get("time_limit")
             if job.cancel_requested:
                 self.store.finish(job_id, CANCELLED, {"progress": {**job.progress, "message": "Cancelled."}}, **guard)
-            elif limit and time.time() - job.started_at > limit:
+            elif limit and self.store.now() - job.started_at > limit:
                 self.store.finish(job_id, FAILED, {"error": time_limit_error(job, limit)}, **guard)
 
     def beat(self) -> None:
         self.store.beat_worker(worker_name())
-        now = time.time()
+        now = self.store.now()
         for job_id, attempt in list(self._running.items()):
             self.store.update(job_id, {"heartbeat_at": now}, states={RUNNING}, attempt=attempt)
         self.store.reap()
@@ -207,7 +207,7 @@ class Heartbeat:
         task was never handed over (its submit failed half-way, and the user
         was told so) is failed instead, so that it never runs.
         """
-        stuck = self.store.waiting(time.time() - self.requeue_after)
+        stuck = self.store.waiting(self.store.now() - self.requeue_after)
         if not stuck:
             return 0
         present = self.queue.task_ids()
@@ -263,7 +263,7 @@ class Worker:
                 # Unexpected: the traceback is kept for admins, and Huey retries while the task has retries left.
                 details = "".join(traceback.format_exception(exc))
                 if task.retries:
-                    retrying = {"state": RETRYING, "next_attempt_at": time.time() + task.retry_delay}
+                    retrying = {"state": RETRYING, "next_attempt_at": self.store.now() + task.retry_delay}
                     self.store.update(job_id, {"traceback": details, **retrying}, **guard)
                 else:
                     self.store.finish(job_id, FAILED, {"traceback": details, "error": job.failure()}, **guard)

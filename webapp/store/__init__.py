@@ -143,7 +143,7 @@ class Job:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def apply_changes(job: Job, changes: dict, states: Iterable[str] | None, attempt: int | None) -> Job | None:
+def apply_changes(job: Job, changes: dict, states: Iterable[str] | None, attempt: int | None, now: float) -> Job | None:
     """Return ``job`` with ``changes`` applied, or None when the guard refuses.
 
     The guard holds when the job is in one of ``states`` (any, if None), on
@@ -163,7 +163,7 @@ def apply_changes(job: Job, changes: dict, states: Iterable[str] | None, attempt
     data.update(changes)
     data["version"] = job.version + 1
     if new_state != job.state:
-        data["waiting_since"] = (data["next_attempt_at"] or time.time()) if new_state in WAITING else None
+        data["waiting_since"] = (data["next_attempt_at"] or now) if new_state in WAITING else None
     return Job(**data)
 
 
@@ -189,6 +189,15 @@ class JobStore:
         self.tombstone_retention = tombstone_retention
         self.heartbeat_timeout = heartbeat_timeout
 
+    def now(self) -> float:
+        """The time by the store's clock, in seconds since the epoch.
+
+        Every time that is written to a record and compared with another is
+        read from this one clock, so hosts whose clocks disagree still agree
+        on which heartbeats are stale and which deadlines have passed.
+        """
+        return time.time()
+
     def get(self, job_id: str) -> Job:
         """Return the job, first marking it lost or expired if the clock says it is.
 
@@ -201,9 +210,10 @@ class JobStore:
             if tombstone is not None:
                 raise JobPurged(job_id, *tombstone)
             raise JobNotFound(job_id)
-        if self.is_stale(job, time.time()):
+        now = self.now()
+        if self.is_stale(job, now):
             job = self.mark_lost(job) or self.load(job_id) or job
-        elif self.is_overdue(job, time.time()):
+        elif self.is_overdue(job, now):
             job = self.mark_expired(job) or self.load(job_id) or job
         return job
 
@@ -240,12 +250,12 @@ class JobStore:
         """Move a queued or retrying job to running as its next attempt; None if it may not run."""
 
         def begin(job: Job) -> Job | None:
-            now = time.time()
+            now = self.now()
             if self.is_overdue(job, now):
                 return None
             changes = {"state": RUNNING, "attempt": job.attempt + 1, "started_at": now, "heartbeat_at": now}
             changes.update(worker=worker, next_attempt_at=None)
-            return apply_changes(job, changes, WAITING, None)
+            return apply_changes(job, changes, WAITING, None, now)
 
         return self.modify(job_id, begin)
 
@@ -258,7 +268,7 @@ class JobStore:
         attempt: int | None = None,
     ) -> Job | None:
         """Apply ``changes`` atomically if the guard holds; return the new record or None."""
-        return self.modify(job_id, lambda job: apply_changes(job, changes, states, attempt))
+        return self.modify(job_id, lambda job: apply_changes(job, changes, states, attempt, self.now()))
 
     def finish(
         self,
@@ -273,7 +283,7 @@ class JobStore:
         return self.update(job_id, self._ending(state, changes), states=states, attempt=attempt)
 
     def _ending(self, state: str, changes: dict | None = None) -> dict:
-        now = time.time()
+        now = self.now()
         return {**(changes or {}), "state": state, "finished_at": now, "purge_at": now + self.retention}
 
     def mark_lost(self, job: Job) -> Job | None:
@@ -282,9 +292,10 @@ class JobStore:
 
         def lose(current: Job) -> Job | None:
             # A slow worker may have beaten since ``job`` was read; it must not be declared lost.
-            if not self.is_stale(current, time.time()):
+            now = self.now()
+            if not self.is_stale(current, now):
                 return None
-            return apply_changes(current, ending, {RUNNING}, job.attempt)
+            return apply_changes(current, ending, {RUNNING}, job.attempt, now)
 
         return self.modify(job.id, lose)
 
@@ -298,7 +309,7 @@ class JobStore:
 
         Returns how many jobs were marked lost.
         """
-        now = time.time()
+        now = self.now()
         lost = sum(1 for job in self.running() if self.is_stale(job, now) and self.mark_lost(job))
         for job in self.overdue(now):
             self.mark_expired(job)
@@ -307,10 +318,10 @@ class JobStore:
 
     def purge(self, job_id: str) -> None:
         """Delete a job and its upload now, leaving a tombstone so its id answers 410."""
-        self.delete(job_id, time.time())
+        self.delete(job_id, self.now())
 
     def live_workers(self) -> list[str]:
-        return self.workers_since(time.time() - self.heartbeat_timeout)
+        return self.workers_since(self.now() - self.heartbeat_timeout)
 
     # What each backend provides.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable
 
@@ -37,6 +38,20 @@ class RedisStore(JobStore):
         super().__init__(**options)
         self.redis = redis.Redis(connection_pool=connection_pool)
         self.prefix = prefix
+        self._offset = 0.0
+        self._clock_checked = -math.inf
+
+    #: Seconds between readings of the server's clock; in between, its offset from ours is reused.
+    CLOCK_CHECK_INTERVAL = 30.0
+
+    def now(self) -> float:
+        """Redis's own clock, which every host shares: ours plus the offset last read with TIME."""
+        if time.monotonic() >= self._clock_checked + self.CLOCK_CHECK_INTERVAL:
+            with unavailable_on(is_outage):
+                seconds, micros = self.redis.time()
+            self._offset = seconds + micros / 1e6 - time.time()
+            self._clock_checked = time.monotonic()
+        return time.time() + self._offset
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -198,7 +213,7 @@ class RedisStore(JobStore):
             pipe.execute()
 
     def beat_worker(self, name: str) -> None:
-        now = time.time()
+        now = self.now()
         with unavailable_on(is_outage), self.redis.pipeline() as pipe:
             pipe.zadd(self.key("workers"), {name: now})
             pipe.zremrangebyscore(self.key("workers"), "-inf", now - 24 * 3600)

@@ -6,7 +6,6 @@ import contextlib
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 
 from . import ACTIVE, RUNNING, WAITING, Job, JobStore, unavailable_on
@@ -183,7 +182,8 @@ class SqliteStore(JobStore):
                 )
 
     def beat_worker(self, name: str) -> None:
-        now = time.time()
+        # One file, one host: this host's clock is the store's.
+        now = self.now()
         with self._connection() as conn:
             conn.execute("insert or replace into workers (name, seen_at) values (?, ?)", (name, now))
             conn.execute("delete from workers where seen_at < ?", (now - 24 * 3600,))
