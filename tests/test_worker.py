@@ -6,7 +6,7 @@ import pytest
 from huey.api import Task
 from huey.exceptions import TaskTimeout
 
-from webapp.store import RETRYING, Job, new_id
+from webapp.store import RETRYING, SUCCEEDED, Job, new_id
 from webapp.worker import JobCancelled, JobContext, Superseded
 
 
@@ -17,7 +17,7 @@ def running(store) -> Job:
 
 
 def test_report_writes_progress_and_renews_the_heartbeat(store, running):
-    context = JobContext(store, running.id, running.attempt)
+    context = JobContext(store, running)
     before = store.get(running.id).heartbeat_at
     time.sleep(0.01)
     context.report(3, 10, "three")
@@ -26,24 +26,37 @@ def test_report_writes_progress_and_renews_the_heartbeat(store, running):
     assert job.heartbeat_at > before
 
 
-def test_reports_closer_than_the_interval_are_skipped_but_not_the_last(store, running):
-    context = JobContext(store, running.id, running.attempt)
+def test_reports_closer_than_the_interval_are_coalesced_and_the_last_lands_with_the_ending(store, running):
+    context = JobContext(store, running)
     context.report(1, 10)
     context.report(2, 10)
+    context.report(10, 10, "done")
     assert store.get(running.id).progress["done"] == 1
-    context.report(10, 10)
-    assert store.get(running.id).progress["done"] == 10
+    context.finish(SUCCEEDED, {"result": 1})
+    assert store.get(running.id).progress == {"done": 10, "total": 10, "message": "done"}
+
+
+def test_a_stale_copy_of_the_record_never_overwrites_a_newer_one(store, running):
+    """The compare-and-set holds when the writer's copy is out of date, as after another process's write."""
+    context = JobContext(store, running)
+    store.update(running.id, {"heartbeat_at": store.now()})  # the heartbeat thread writes meanwhile
+    context.report(1, 10)
+    store.update(running.id, {"cancel_requested": True})
+    with pytest.raises(JobCancelled):
+        context.write({"progress": {"done": 2, "total": 10, "message": ""}})
+    job = store.get(running.id)
+    assert job.cancel_requested and job.progress["done"] == 2 and job.version == running.version + 4
 
 
 def test_a_cancel_request_stops_the_job_at_its_next_report(store, running):
-    context = JobContext(store, running.id, running.attempt)
+    context = JobContext(store, running)
     store.update(running.id, {"cancel_requested": True})
     with pytest.raises(JobCancelled):
         context.report(1, 10)
 
 
 def test_an_attempt_that_lost_the_job_is_superseded(store, running):
-    context = JobContext(store, running.id, running.attempt)
+    context = JobContext(store, running)
     store.update(running.id, {"state": RETRYING})
     with pytest.raises(Superseded):
         context.report(1, 10)
@@ -53,4 +66,4 @@ def test_a_report_past_the_time_limit_raises_task_timeout(store, running):
     task = Task(timeout=0.01)
     task._deadline = time.monotonic() - 1  # as Huey sets it when the task starts
     with pytest.raises(TaskTimeout):
-        JobContext(store, running.id, running.attempt, task).report(1, 10)
+        JobContext(store, running, task).report(1, 10)

@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import io
 import logging
+import math
 import os
 import socket
 import threading
@@ -56,15 +57,26 @@ def worker_name() -> str:
 class JobContext:
     """What a running job sees: its upload, progress reporting and cancellation."""
 
-    #: Progress writes closer together than this are skipped (the last one never is).
-    min_interval = 0.1
+    #: Progress reports closer together than this are coalesced, so a body may report as often as it
+    #: likes while the store sees at most four writes a second; the last report lands with the ending.
+    min_interval = 0.25
 
-    def __init__(self, store: JobStore, job_id: str, attempt: int, task: Task | None = None):
+    def __init__(self, store: JobStore, record: Job, task: Task | None = None):
         self.store = store
-        self.job_id = job_id
-        self.attempt = attempt
+        #: The record as this attempt last wrote it; a write based on it needs no read first.
+        self.record = record
         self.task = task
-        self._last_write = 0.0
+        #: The latest report not yet written.
+        self.pending: dict | None = None
+        self._last_write = -math.inf
+
+    @property
+    def job_id(self) -> str:
+        return self.record.id
+
+    @property
+    def attempt(self) -> int:
+        return self.record.attempt
 
     def report(self, done: float, total: float | None = None, message: str = "") -> None:
         """Record progress, and stop the job here if it was cancelled or ran out of time.
@@ -74,22 +86,33 @@ class JobContext:
         """
         if self.task is not None:
             self.task.check_timeout()
+        self.pending = {"done": done, "total": total, "message": message}
         now = time.monotonic()
-        finished = total is not None and done >= total
-        if now - self._last_write < self.min_interval and not finished:
+        if now - self._last_write < self.min_interval:
             return
         self._last_write = now
-        progress = {"done": done, "total": total, "message": message}
-        job = self.store.update(
-            self.job_id,
-            {"progress": progress, "heartbeat_at": self.store.now()},
-            states={RUNNING},
-            attempt=self.attempt,
-        )
+        self.write({"progress": self.pending, "heartbeat_at": self.store.now()})
+        self.pending = None
+
+    def write(self, changes: dict) -> Job:
+        """Write ``changes`` to this attempt's running record.
+
+        :raises Superseded: the attempt no longer owns the job.
+        :raises JobCancelled: the owner asked the job to stop.
+        """
+        job = self.store.update(self.job_id, changes, states={RUNNING}, attempt=self.attempt, known=self.record)
         if job is None:
             raise Superseded(self.job_id)
+        self.record = job
         if job.cancel_requested:
             raise JobCancelled(self.job_id)
+        return job
+
+    def finish(self, state: str, changes: dict) -> Job | None:
+        """End this attempt's job in ``state``, with the last progress report if it has not been written."""
+        ending = {"progress": self.pending, **changes} if self.pending else changes
+        guard = {"states": {RUNNING}, "attempt": self.attempt, "known": self.record}
+        return self.store.finish(self.job_id, state, ending, **guard)
 
     def open_upload(self) -> BinaryIO:
         """The file uploaded with the job, read from the store so that any host can run it."""
@@ -246,30 +269,33 @@ class Worker:
             with contextlib.suppress(LookupError):
                 self.store.get(job_id)  # A read marks a job that missed its start deadline as expired.
             return
-        guard = {"states": {RUNNING}, "attempt": job.attempt}
-        context = JobContext(self.store, job_id, job.attempt, task)
+        context = JobContext(self.store, job, task)
         with self.heartbeat.running(job_id, job.attempt):
             try:
                 result = self.bodies[job.kind](context, **job.inputs)
             except JobCancelled:
-                self.store.finish(job_id, CANCELLED, {"progress": {**job.progress, "message": "Cancelled."}}, **guard)
+                progress = {**(context.pending or context.record.progress), "message": "Cancelled."}
+                context.finish(CANCELLED, {"progress": progress})
             except JobError as exc:
-                self.store.finish(job_id, FAILED, {"error": job.failure(str(exc))}, **guard)
+                context.finish(FAILED, {"error": job.failure(str(exc))})
             except TaskTimeout:
-                self.store.finish(job_id, FAILED, {"error": time_limit_error(job, task.timeout)}, **guard)
+                context.finish(FAILED, {"error": time_limit_error(job, task.timeout)})
             except Superseded:
                 logger.warning("job %s attempt %s was superseded; its result is dropped", job_id, job.attempt)
             except Exception as exc:
                 # Unexpected: the traceback is kept for admins, and Huey retries while the task has retries left.
                 details = "".join(traceback.format_exception(exc))
                 if task.retries:
-                    retrying = {"state": RETRYING, "next_attempt_at": self.store.now() + task.retry_delay}
-                    self.store.update(job_id, {"traceback": details, **retrying}, **guard)
+                    retry_at = self.store.now() + task.retry_delay
+                    guard = {"states": {RUNNING}, "attempt": job.attempt, "known": context.record}
+                    self.store.update(
+                        job_id, {"traceback": details, "state": RETRYING, "next_attempt_at": retry_at}, **guard
+                    )
                 else:
-                    self.store.finish(job_id, FAILED, {"traceback": details, "error": job.failure()}, **guard)
+                    context.finish(FAILED, {"traceback": details, "error": job.failure()})
                 raise
             else:
-                self.store.finish(job_id, SUCCEEDED, {"result": result}, **guard)
+                context.finish(SUCCEEDED, {"result": result})
 
     def on_expired(self, signal: str, task: Task) -> None:
         with contextlib.suppress(LookupError):

@@ -161,7 +161,6 @@ def apply_changes(job: Job, changes: dict, states: Iterable[str] | None, attempt
         return None
     data = asdict(job)
     data.update(changes)
-    data["version"] = job.version + 1
     if new_state != job.state:
         data["waiting_since"] = (data["next_attempt_at"] or now) if new_state in WAITING else None
     return Job(**data)
@@ -266,9 +265,13 @@ class JobStore:
         *,
         states: Iterable[str] | None = None,
         attempt: int | None = None,
+        known: Job | None = None,
     ) -> Job | None:
-        """Apply ``changes`` atomically if the guard holds; return the new record or None."""
-        return self.modify(job_id, lambda job: apply_changes(job, changes, states, attempt, self.now()))
+        """Apply ``changes`` atomically if the guard holds; return the new record or None.
+
+        :param known: the caller's latest copy of the record, which saves a read when it is still current.
+        """
+        return self.modify(job_id, lambda job: apply_changes(job, changes, states, attempt, self.now()), known)
 
     def finish(
         self,
@@ -278,9 +281,10 @@ class JobStore:
         *,
         states: Iterable[str] | None = None,
         attempt: int | None = None,
+        known: Job | None = None,
     ) -> Job | None:
         """Move a job to a terminal ``state`` and start its retention clock."""
-        return self.update(job_id, self._ending(state, changes), states=states, attempt=attempt)
+        return self.update(job_id, self._ending(state, changes), states=states, attempt=attempt, known=known)
 
     def _ending(self, state: str, changes: dict | None = None) -> dict:
         now = self.now()
@@ -335,8 +339,12 @@ class JobStore:
         """The record as stored, with none of ``get``'s checks; None if there is none."""
         raise NotImplementedError
 
-    def modify(self, job_id: str, change: Callable[[Job], Job | None]) -> Job | None:
-        """Compare-and-set: store ``change(record)`` unless it is None, with no other write in between."""
+    def modify(self, job_id: str, change: Callable[[Job], Job | None], known: Job | None = None) -> Job | None:
+        """Compare-and-set: store ``change(record)`` unless it is None, with no other write in between.
+
+        The stored record gets the next version. ``known``, if given, is a recent copy of the record;
+        a backend may try the change on it first.
+        """
         raise NotImplementedError
 
     def insert(self, job: Job, upload_content: bytes | None) -> None:

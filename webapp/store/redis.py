@@ -13,6 +13,18 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from . import ACTIVE, RUNNING, WAITING, Job, JobStore, unavailable_on
 
+#: Compare-and-set in one round trip. KEYS[1] is the record; ARGV[1] the version a change was
+#: computed from, ARGV[2] the new record, ARGV[3] the index commands that go with it (JSON).
+#: Answers 1 once written, or else the record as it is now (nil if there is none).
+COMPARE_AND_SET = """
+local current = redis.call('GET', KEYS[1])
+if not current then return false end
+if cjson.decode(current)['version'] ~= tonumber(ARGV[1]) then return current end
+redis.call('SET', KEYS[1], ARGV[2])
+for _, command in ipairs(cjson.decode(ARGV[3])) do redis.call(unpack(command)) end
+return 1
+"""
+
 #: Replies that mean the server cannot serve us just now, rather than a bug in a command.
 OUTAGE_REPLIES = ("OOM", "READONLY", "WRONGTYPE", "MASTERDOWN", "LOADING", "MISCONF", "NOREPLICAS", "BUSY", "TRYAGAIN")
 
@@ -38,6 +50,8 @@ class RedisStore(JobStore):
         super().__init__(**options)
         self.redis = redis.Redis(connection_pool=connection_pool)
         self.prefix = prefix
+        # Sent by its SHA; redis-py loads it again if the server has forgotten it.
+        self._compare_and_set = self.redis.register_script(COMPARE_AND_SET)
         self._offset = 0.0
         self._clock_checked = -math.inf
 
@@ -68,35 +82,41 @@ class RedisStore(JobStore):
             raw = self.redis.get(self.key("job", job_id))
         return Job.from_json(raw) if raw else None
 
-    def modify(self, job_id, change):
+    def modify(self, job_id, change, known=None):
+        # One round trip when ``known`` is current: the script writes only if
+        # the stored version is still the one the change was computed from.
+        # Otherwise it answers the record as it is now, and the change is
+        # computed again from that.
         key = self.key("job", job_id)
-
-        def transaction(pipe: redis.client.Pipeline) -> Job | None:
-            raw = pipe.get(key)
-            old = Job.from_json(raw) if raw else None
-            job = change(old) if old else None
-            pipe.multi()
-            if job is not None:
-                pipe.set(key, job.to_json())
-                if job.state == RUNNING:
-                    pipe.sadd(self.key("running"), job_id)
-                else:
-                    pipe.srem(self.key("running"), job_id)
-                if job.state in WAITING:
-                    pipe.zadd(self.key("waiting"), {job_id: job.waiting_since})
-                else:
-                    pipe.zrem(self.key("waiting"), job_id)
-                    pipe.zrem(self.key("deadlines"), job_id)
-                if old.state in ACTIVE and job.state not in ACTIVE:
-                    pipe.hincrby(self.key("usage", job.owner), "active", -1)
-                if job.purge_at is not None:
-                    pipe.zadd(self.key("finished"), {job_id: job.purge_at})
-            return job
-
         with unavailable_on(is_outage):
-            # WATCH makes the read-check-write a compare-and-set: if anyone
-            # else writes the record in between, redis-py runs it again.
-            return self.redis.transaction(transaction, key, value_from_callable=True)
+            job = known or self.load(job_id)
+            while job is not None:
+                expected = job.version
+                new = change(job)
+                if new is None:
+                    return None
+                new.version = expected + 1
+                indexes = json.dumps(self._index_commands(job, new))
+                answer = self._compare_and_set(keys=[key], args=[expected, new.to_json(), indexes])
+                if answer == 1:
+                    return new
+                job = Job.from_json(answer) if answer else None
+        return None
+
+    def _index_commands(self, old: Job, job: Job) -> list[list]:
+        """The index updates that go with a change from ``old`` to ``job``, as Redis commands."""
+        if (old.state, old.waiting_since, old.purge_at) == (job.state, job.waiting_since, job.purge_at):
+            return []
+        commands = [["SADD" if job.state == RUNNING else "SREM", self.key("running"), job.id]]
+        if job.state in WAITING:
+            commands.append(["ZADD", self.key("waiting"), repr(job.waiting_since), job.id])
+        else:
+            commands += [["ZREM", self.key("waiting"), job.id], ["ZREM", self.key("deadlines"), job.id]]
+        if old.state in ACTIVE and job.state not in ACTIVE:
+            commands.append(["HINCRBY", self.key("usage", job.owner), "active", -1])
+        if job.purge_at is not None:
+            commands.append(["ZADD", self.key("finished"), repr(job.purge_at), job.id])
+        return commands
 
     def insert(self, job: Job, upload_content: bytes | None) -> None:
         with unavailable_on(is_outage), self.redis.pipeline() as pipe:

@@ -104,11 +104,15 @@ class SqliteStore(JobStore):
         jobs = self._jobs_where("id = ?", job_id)
         return jobs[0] if jobs else None
 
-    def modify(self, job_id, change):
+    def modify(self, job_id, change, known=None):
+        # Reading inside the write transaction costs no round trip here, so ``known`` is not needed.
         with self._transaction() as conn:
             row = conn.execute("select data from jobs where id = ?", (job_id,)).fetchone()
-            job = change(Job.from_json(row[0])) if row else None
+            current = Job.from_json(row[0]) if row else None
+            expected = current.version if current else None
+            job = change(current) if current else None
             if job is not None:
+                job.version = expected + 1
                 conn.execute(
                     "update jobs set state = ?, purge_at = ?, data = ? where id = ?",
                     (job.state, job.purge_at, job.to_json(), job_id),
