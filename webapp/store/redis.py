@@ -29,10 +29,20 @@ return 1
 OUTAGE_REPLIES = ("OOM", "READONLY", "WRONGTYPE", "MASTERDOWN", "LOADING", "MISCONF", "NOREPLICAS", "BUSY", "TRYAGAIN")
 
 
+def reply_code(exc: redis.ResponseError) -> str:
+    """The code that starts Redis's error reply, such as ``OOM`` or ``WRONGTYPE``.
+
+    redis-py cuts the codes it knows (OOM, READONLY, LOADING, ...) off the
+    message into ``status_code``, and a pipeline puts "Command # n (...) of
+    pipeline caused error: " in front of the message, so neither starts it.
+    """
+    return exc.status_code or str(exc).rpartition(" of pipeline caused error: ")[2].partition(" ")[0]
+
+
 def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return True
-    return isinstance(exc, redis.ResponseError) and str(exc).startswith(OUTAGE_REPLIES)
+    return isinstance(exc, redis.ResponseError) and reply_code(exc) in OUTAGE_REPLIES
 
 
 class RedisStore(JobStore):
