@@ -6,10 +6,8 @@ whose workers are forked from a master that has already created the app.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT, Consumer, consumer_env, free_port
+from conftest import ROOT, consumer_env, free_port
 from helpers import JSON, csrf_token, job_id_from, submit, wait_for
 
 from webapp.config import Settings
@@ -82,37 +80,10 @@ def inherited_connections(parent: int, database: str) -> list[tuple[int, int]]:
     return shared
 
 
-class ProcessConsumer(Consumer):
-    """A real ``huey_consumer tasks.huey -k process``: its workers are processes forked from the consumer."""
-
-    def start(self) -> ProcessConsumer:
-        command = [sys.executable, "-m", "huey.bin.huey_consumer", "tasks.huey", "-k", "process"]
-        command += ["-w", str(self.workers), "-m", "0.1"]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(command, cwd=ROOT, env=consumer_env(self.settings), stdout=log, stderr=log)
-        return self
-
-    def stop(self) -> None:
-        # SIGTERM, so the consumer stops its worker processes too; a killed one would leave them orphaned.
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        workers = children(self.proc.pid)
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        for pid in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture
-def process_consumer(settings, tmp_path):
-    consumer = ProcessConsumer(settings, tmp_path / "process-consumer.log", workers=2).start()
-    yield consumer
-    consumer.stop()
+def process_consumer(start_consumer):
+    """A real ``huey_consumer tasks.huey -k process``: its workers are processes forked from the consumer."""
+    return start_consumer(args=["-k", "process"])
 
 
 def assert_all_succeeded(states: dict, *logs: Path) -> None:
