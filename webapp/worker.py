@@ -13,7 +13,6 @@ import atexit
 import contextlib
 import io
 import logging
-import math
 import os
 import socket
 import threading
@@ -68,7 +67,8 @@ class JobContext:
         self.task = task
         #: The latest report not yet written.
         self.pending: dict | None = None
-        self._last_write = -math.inf
+        # Starting the attempt wrote its record just now, so a report in the first moment can wait.
+        self._last_write = time.monotonic()
 
     @property
     def job_id(self) -> str:

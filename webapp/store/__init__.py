@@ -109,6 +109,7 @@ class Job:
     enqueued: bool = False
     #: Since when the job has been waiting for a worker (queued, or retrying); None while it is not.
     waiting_since: float | None = None
+    #: Goes up by one with every stored change. It stays the last field: the Redis backend reads it off the JSON's end.
     version: int = 1
 
     def __post_init__(self) -> None:

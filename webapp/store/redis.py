@@ -15,13 +15,17 @@ from . import ACTIVE, RUNNING, WAITING, Job, JobStore, unavailable_on
 
 #: Compare-and-set in one round trip. KEYS[1] is the record; ARGV[1] the version a change was
 #: computed from, ARGV[2] the new record, ARGV[3] the index commands that go with it (JSON).
-#: Answers 1 once written, or else the record as it is now (nil if there is none).
+#: Answers 1 once written, or else the record as it is now (nil if there is none). The version
+#: is read off the end of the stored JSON, where ``Job.to_json`` always puts it, rather than by
+#: decoding the whole record.
 COMPARE_AND_SET = """
 local current = redis.call('GET', KEYS[1])
 if not current then return false end
-if cjson.decode(current)['version'] ~= tonumber(ARGV[1]) then return current end
+if string.match(current, '"version":(%d+)}$') ~= ARGV[1] then return current end
 redis.call('SET', KEYS[1], ARGV[2])
-for _, command in ipairs(cjson.decode(ARGV[3])) do redis.call(unpack(command)) end
+if ARGV[3] ~= '[]' then
+  for _, command in ipairs(cjson.decode(ARGV[3])) do redis.call(unpack(command)) end
+end
 return 1
 """
 
@@ -107,7 +111,7 @@ class RedisStore(JobStore):
                     return None
                 new.version = expected + 1
                 indexes = json.dumps(self._index_commands(job, new))
-                answer = self._compare_and_set(keys=[key], args=[expected, new.to_json(), indexes])
+                answer = self._compare_and_set(keys=[key], args=[str(expected), new.to_json(), indexes])
                 if answer == 1:
                     return new
                 job = Job.from_json(answer) if answer else None
