@@ -74,6 +74,8 @@ def settings(backend, tmp_path, request) -> dict:
         "HEARTBEAT_INTERVAL": 0.2,
         "HEARTBEAT_TIMEOUT": 2.0,
         "MAX_UPLOAD_BYTES": 1024 * 1024,
+        # Shows the timer's crash_attempts, which the retry tests use.
+        "DIAGNOSTICS": True,
     }
 
 

@@ -262,3 +262,24 @@ def test_any_input_to_any_field_gets_an_answer_not_a_crash(fuzz, encoding, data)
         messages = response.get_json()["fields"]
         assert set(messages) <= set(fuzz.fields[kind])
         assert all(isinstance(m, str) and m for m in messages.values())
+
+
+def test_without_diagnostics_the_timer_has_no_crash_attempts(make_app, store):
+    client = make_app(DIAGNOSTICS=False).test_client()
+    page = soup(client.get("/jobs/new/timer"))
+    assert page.select_one("input[name=seconds]") is not None
+    assert page.select_one("[name=crash_attempts]") is None
+    assert "crash_attempts" not in client.get("/jobs/new/timer", headers=JSON).get_json()["fields"]
+    for value in ("3", "not a number"):
+        job_id = job_id_from(submit(client, "timer", {"seconds": "0", "crash_attempts": value}))
+        assert store.get(job_id).inputs["crash_attempts"] == 0
+    for value in (3, [3]):  # even a value the field would refuse: there is no field
+        job_id = job_id_from(post_json(client, "timer", {"seconds": 0, "crash_attempts": value}))
+        assert store.get(job_id).inputs["crash_attempts"] == 0
+
+
+def test_with_diagnostics_the_timer_takes_crash_attempts(make_app, store):
+    client = make_app(DIAGNOSTICS=True).test_client()
+    assert soup(client.get("/jobs/new/timer")).select_one("input[name=crash_attempts]") is not None
+    job_id = job_id_from(submit(client, "timer", {"seconds": "0", "crash_attempts": "3"}))
+    assert store.get(job_id).inputs["crash_attempts"] == 3

@@ -97,6 +97,9 @@ class Upload:
 class JobForm(FlaskForm):
     """A form that submits a job; subclasses say which fields are inputs and options."""
 
+    #: Fields that are testing aids, not user input: shown and read only when the DIAGNOSTICS setting is on.
+    diagnostic_fields: tuple[str, ...] = ()
+
     class Meta(FlaskForm.Meta):
         def wrap_formdata(self, form: JobForm, formdata):
             wrapped = super().wrap_formdata(form, formdata)
@@ -105,6 +108,12 @@ class JobForm(FlaskForm):
                 # so that a list is refused rather than read as its first item.
                 return ImmutableMultiDict(list(request.get_json().items()))
             return wrapped
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not current_app.config["DIAGNOSTICS"]:
+            for name in self.diagnostic_fields:
+                del self[name]
 
     def process(self, formdata=None, obj=None, data=None, extra_filters=None, **kwargs) -> None:
         """Process the submitted values, holding back those that no field could parse (see ``refusal``)."""
@@ -123,10 +132,12 @@ class JobForm(FlaskForm):
 
     def validate(self, extra_validators=None) -> bool:
         valid = super().validate(extra_validators)
-        for name, message in self._refused.items():
+        # A diagnostic field removed after processing has no message to show.
+        refused = {name: message for name, message in self._refused.items() if name in self._fields}
+        for name, message in refused.items():
             # Said after validation, so that no validator (Optional clears errors) can take it back.
             self[name].errors = [message]
-        return valid and not self._refused
+        return valid and not refused
 
     def inputs(self) -> dict:
         """The job's inputs: plain values, safe to show to the owner, passed to the kind's body."""
@@ -161,6 +172,8 @@ class JobForm(FlaskForm):
 
 
 class TimerForm(JobForm):
+    diagnostic_fields = ("crash_attempts",)
+
     seconds = NumberField(
         "Seconds to wait",
         default=5,
@@ -196,7 +209,8 @@ class TimerForm(JobForm):
         return {
             "seconds": float(self.seconds.data),
             "fail": bool(self.fail.data),
-            "crash_attempts": int(self.crash_attempts.data or 0),
+            # Absent unless DIAGNOSTICS is on: a submitted value is then ignored.
+            "crash_attempts": int(self.crash_attempts.data or 0) if self.crash_attempts else 0,
         }
 
     def options(self) -> dict:
