@@ -78,6 +78,8 @@ def settings(backend, tmp_path, request) -> dict:
         "MAX_UPLOAD_BYTES": 1024 * 1024,
         # Tests submit many jobs from one session; the fair-use limits have tests of their own.
         "MAX_ACTIVE_JOBS": 1000,
+        # Shows the timer's crash_attempts, which the retry tests use.
+        "DIAGNOSTICS": True,
     }
 
 
