@@ -124,7 +124,7 @@ def test_every_redis_error_is_a_503_until_it_heals(make_app, own_redis, refuse):
     app = make_app(TESTING=False, REDIS_URL=own_redis.url)
     client = app.test_client()
     job_id = job_id_from(submit(client, "timer", {"seconds": "5"}))
-    # Its worker died: the next poll must write (to mark it lost), so a Redis that refuses writes refuses the poll.
+    # Its worker died: the next poll must write (to suspect it), so a Redis that refuses writes refuses the poll.
     store = app.extensions["tasklight"].store
     store.start(job_id, "gone:1")
     store.update(job_id, {"heartbeat_at": time.time() - 60})
@@ -144,6 +144,10 @@ def test_every_redis_error_is_a_503_until_it_heals(make_app, own_redis, refuse):
         with client.session_transaction() as session:
             assert [job.id for job in store.list(owner=session["owner"])] == [job_id]
     assert client.get(f"/jobs/{job_id}/status").status_code == 200
+    # Right after an outage a stale job is only suspected: a live worker gets a grace to beat again. This
+    # one does not, so once the grace has passed it is lost.
+    assert client.get(f"/jobs/{job_id}", headers=JSON).get_json()["state"] == "running"
+    store.update(job_id, {"stale_since": store.now() - store.lost_grace - 1})
     assert client.get(f"/jobs/{job_id}", headers=JSON).get_json()["state"] == "lost"
     assert client.post("/jobs/new/timer", data={"csrf_token": token, "seconds": "1"}).status_code == 303
 

@@ -109,15 +109,32 @@ def test_concurrent_updates_are_never_lost(store):
     assert store.get(job.id).progress["done"] == per_thread * threads
 
 
-def test_a_stale_running_job_is_lost_on_read_and_by_the_reaper(store):
+def test_a_stale_running_job_is_suspected_then_lost_on_read_and_by_the_reaper(store):
     read, reaped = make(store), make(store)
     for job in (read, reaped):
         store.start(job.id, "w")
-        store.update(job.id, {"heartbeat_at": store.now() - store.heartbeat_timeout - 1})
+        store.update(job.id, {"heartbeat_at": store.now() - store.heartbeat_timeout - 5})
+    assert store.get(read.id).state == RUNNING and store.load(read.id).stale_since is not None
+    assert store.reap() == 0 and store.load(reaped.id).stale_since is not None
+    for job in (read, reaped):  # the grace passes with no beat
+        store.update(job.id, {"stale_since": store.now() - store.lost_grace - 1})
     assert store.get(read.id).state == LOST
     assert store.reap() == 1
     assert store.load(reaped.id).state == LOST
     assert store.get(read.id).error["message"] == "The worker running this job stopped."
+
+
+def test_a_worker_that_beats_after_an_outage_keeps_its_job(store):
+    """The store was unreachable, so the worker could not beat; its first beat after refutes the suspicion."""
+    job = make(store)
+    store.start(job.id, "w")
+    store.update(job.id, {"heartbeat_at": store.now() - store.heartbeat_timeout - 5})
+    suspected = store.get(job.id)
+    assert suspected.state == RUNNING and suspected.stale_since is not None
+    # It beats, and the grace that followed the suspicion passes.
+    store.update(job.id, {"stale_since": store.now() - store.lost_grace - 1, "heartbeat_at": store.now()})
+    assert store.mark_lost(store.load(job.id)) is None
+    assert store.get(job.id).state == RUNNING and store.reap() == 0
 
 
 def test_a_job_past_its_start_deadline_expires(store):

@@ -109,6 +109,8 @@ class Job:
     enqueued: bool = False
     #: Since when the job has been waiting for a worker (queued, or retrying); None while it is not.
     waiting_since: float | None = None
+    #: When a reader first found this attempt's heartbeat stale; a beat after it refutes the suspicion.
+    stale_since: float | None = None
     #: Goes up by one with every stored change. It stays the last field: the Redis backend reads it off the JSON's end.
     version: int = 1
 
@@ -212,7 +214,7 @@ class JobStore:
             raise JobNotFound(job_id)
         now = self.now()
         if self.is_stale(job, now):
-            job = self.mark_lost(job) or self.load(job_id) or job
+            job = self.suspect_or_lose(job) or self.load(job_id) or job
         elif self.is_overdue(job, now):
             job = self.mark_expired(job) or self.load(job_id) or job
         return job
@@ -234,8 +236,21 @@ class JobStore:
 
     def is_stale(self, job: Job, now: float) -> bool:
         """A running job whose worker has stopped renewing its heartbeat."""
-        beat = job.heartbeat_at or job.started_at or job.created_at
-        return job.state == RUNNING and now - beat > self.heartbeat_timeout
+        return job.state == RUNNING and now - self._last_beat(job) > self.heartbeat_timeout
+
+    @staticmethod
+    def _last_beat(job: Job) -> float:
+        return job.heartbeat_at or job.started_at or job.created_at
+
+    @property
+    def lost_grace(self) -> float:
+        """How long a stale job stays suspected before it is lost, so that its worker can beat again."""
+        return self.heartbeat_timeout / 2
+
+    def is_suspected_long_enough(self, job: Job, now: float) -> bool:
+        """Stale, suspected since before its last beat was due, and not refuted for ``lost_grace`` since."""
+        suspected = job.stale_since is not None and job.stale_since > self._last_beat(job)
+        return self.is_stale(job, now) and suspected and now - job.stale_since > self.lost_grace
 
     def is_overdue(self, job: Job, now: float) -> bool:
         """A waiting job that can no longer start in time."""
@@ -291,14 +306,34 @@ class JobStore:
         now = self.now()
         return {**(changes or {}), "state": state, "finished_at": now, "purge_at": now + self.retention}
 
+    def suspect_or_lose(self, job: Job) -> Job | None:
+        """A stale job is first suspected, and lost only if no beat comes within ``lost_grace``.
+
+        A heartbeat can be stale because the worker died, or because the store
+        was unreachable and the worker could not beat. The grace starts when a
+        reader can see the store again, so a live worker, which beats within a
+        second or so of the store's return, refutes the suspicion and its job
+        is not lost; a dead one cannot. Returns the new record, or None.
+        """
+        now = self.now()
+        if self.is_suspected_long_enough(job, now):
+            return self.mark_lost(job)
+
+        def suspect(current: Job) -> Job | None:
+            if not self.is_stale(current, now) or (current.stale_since or 0) > self._last_beat(current):
+                return None
+            return apply_changes(current, {"stale_since": now}, {RUNNING}, job.attempt, now)
+
+        return self.modify(job.id, suspect)
+
     def mark_lost(self, job: Job) -> Job | None:
-        """Mark a running job lost if, checked again inside the write, its heartbeat is still stale."""
+        """Mark a running job lost if, checked again inside the write, it is still suspected long enough."""
         ending = self._ending(LOST, {"error": job.failure("The worker running this job stopped.")})
 
         def lose(current: Job) -> Job | None:
             # A slow worker may have beaten since ``job`` was read; it must not be declared lost.
             now = self.now()
-            if not self.is_stale(current, now):
+            if not self.is_suspected_long_enough(current, now):
                 return None
             return apply_changes(current, ending, {RUNNING}, job.attempt, now)
 
@@ -315,7 +350,8 @@ class JobStore:
         Returns how many jobs were marked lost.
         """
         now = self.now()
-        lost = sum(1 for job in self.running() if self.is_stale(job, now) and self.mark_lost(job))
+        stale = [job for job in self.running() if self.is_stale(job, now)]
+        lost = sum(1 for job in stale if (self.suspect_or_lose(job) or job).state == LOST)
         for job in self.overdue(now):
             self.mark_expired(job)
         self.purge_due(now)
