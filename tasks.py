@@ -22,6 +22,7 @@ def timer(job: JobContext, seconds: float, fail: bool = False, crash_attempts: i
     """Wait ``seconds``, reporting progress about every 100 ms."""
     if job.attempt <= crash_attempts:
         raise RuntimeError(f"crashing on attempt {job.attempt} as asked")
+    job.log(f"Waiting {seconds:g} s{' (a re-run)' if job.rerun_of else ''}.")
     start = time.monotonic()
     while (elapsed := time.monotonic() - start) < seconds:
         job.report(elapsed, seconds, f"{elapsed:.1f} of {seconds:g} s")
@@ -37,6 +38,7 @@ def checksum(job: JobContext, algorithm: str) -> dict:
     data = job.open_upload()
     size = len(data.getbuffer())
     digest = hashlib.new(algorithm)
+    job.log(f"Hashing {size:,} bytes with {algorithm}.")
     done = 0
     while chunk := data.read(CHUNK):
         digest.update(chunk)
@@ -51,9 +53,11 @@ def csv_profile(job: JobContext) -> dict:
     data = job.open_upload()
     size = len(data.getbuffer())
     try:
-        return profile_csv(data, size, lambda done, total: job.report(done, total, f"{done:,} of {total:,} bytes"))
+        profile = profile_csv(data, size, lambda done, total: job.report(done, total, f"{done:,} of {total:,} bytes"))
     except CsvFormatError as exc:
         raise JobError(str(exc)) from exc
+    job.log(f"Profiled {profile['rows']:,} rows in {len(profile['columns'])} columns.")
+    return profile
 
 
 #: The body of each kind of job, by the kind's name.

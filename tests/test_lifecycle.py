@@ -132,7 +132,8 @@ def test_retries_exhausted_fail_with_a_reference_and_no_traceback(app, client, c
 def test_time_limit_fails_the_job_with_its_limit(client, consumer):
     job_id = job_id_from(submit(client, "timer", {"seconds": "20", "time_limit": "0.5"}))
     data = wait_for(client, job_id, "failed", timeout=10)
-    assert data["error"]["message"] == "The job was stopped after 0.5 s, its time limit."
+    assert data["error"]["message"] == "Timed out after 0.5 s, its time limit."
+    assert data["error"]["reason"] == "timeout"
 
 
 def test_killed_worker_leaves_a_lost_job_that_can_be_retried(app, client, start_consumer):

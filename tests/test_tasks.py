@@ -11,15 +11,21 @@ from webapp.worker import JobError
 
 
 class FakeJob:
-    """Only what a kind's function uses of JobContext: attempt, report() and open_upload()."""
+    """Only what a kind's function uses of JobContext: attempt, rerun_of, report(), log() and open_upload()."""
 
     def __init__(self, upload: bytes = b"", attempt: int = 1):
         self.attempt = attempt
         self.data = upload
         self.reports: list[tuple] = []
+        self.lines: list[str] = []
 
     def report(self, done, total=None, message=""):
         self.reports.append((done, total, message))
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+    rerun_of = None
 
     def open_upload(self) -> io.BytesIO:
         return io.BytesIO(self.data)

@@ -41,11 +41,14 @@ def load(job_id: str) -> Job:
 @click.option("--state", type=click.Choice(STATES), help="Only jobs in this state.")
 @click.option("--kind", type=click.Choice(sorted(KINDS)), help="Only jobs of this kind.")
 @click.option("--owner", help="Only this owner's jobs.")
+@click.option("--label", help="Only jobs whose label has these words.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
-def list_jobs(state: str | None, kind: str | None, owner: str | None, limit: int) -> None:
-    """List jobs, newest first: id, state, kind, created (UTC), owner."""
-    for job in service().store.list(owner=owner, state=state, kind=kind, limit=limit):
-        click.echo(f"{job.id}  {job.state:<9}  {job.kind:<11}  {iso(job.created_at)}  {job.owner}")
+def list_jobs(state: str | None, kind: str | None, owner: str | None, label: str | None, limit: int) -> None:
+    """List jobs, newest first: id, state, kind, created (UTC), owner, label."""
+    for job in service().store.list(owner=owner, state=state, kind=kind, limit=limit, label=label):
+        click.echo(
+            f"{job.id}  {job.state:<9}  {job.kind:<11}  {iso(job.created_at)}  {job.owner}  {job.label}".rstrip()
+        )
 
 
 @jobs.command("show")

@@ -11,8 +11,8 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict, MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
-from wtforms import BooleanField, DecimalField, Field, IntegerField, SelectField
-from wtforms.validators import NumberRange, Optional
+from wtforms import BooleanField, DecimalField, Field, IntegerField, SelectField, StringField
+from wtforms.validators import Length, NumberRange, Optional
 
 ALGORITHMS = ("sha256", "sha512", "sha1", "md5", "blake2b")
 
@@ -96,6 +96,13 @@ class Upload:
 
 class JobForm(FlaskForm):
     """A form that submits a job; subclasses say which fields are inputs and options."""
+
+    label = StringField(
+        "Label (optional)",
+        validators=[Optional(), Length(max=80, message="Keep the label to 80 characters or fewer.")],
+        filters=[lambda text: text.strip() if isinstance(text, str) else text],
+        description="A short name for the job, shown in your list of jobs.",
+    )
 
     #: Fields that are testing aids, not user input: shown and read only when the DIAGNOSTICS setting is on.
     diagnostic_fields: tuple[str, ...] = ()

@@ -20,7 +20,7 @@ from flask import (
     url_for,
 )
 
-from .filters import iso
+from .filters import iso, state_label
 from .kinds import KINDS, Kind
 from .listing import ListQuery, job_listing
 from .negotiate import respond, wants_json
@@ -77,12 +77,16 @@ def job_context(job: Job) -> dict:
     """Everything the job page and its status fragment render from."""
     total = job.progress.get("total")
     shown_attempt = job.attempt + (1 if job.state == "retrying" else 0)
+    kind = KINDS.get(job.kind)
+    percent = round(100 * job.progress["done"] / total) if total else None
     return {
         "job": job,
-        "kind": KINDS.get(job.kind),
+        "kind": kind,
+        "name": job_name(job, kind),
+        "title": state_title(job, kind, percent),
         "poll": poll_interval(job),
         "eta": seconds_left(job),
-        "percent": round(100 * job.progress["done"] / total) if total else None,
+        "percent": percent,
         # Shown once a job has been tried more than once, while it may still be tried again.
         "attempt": (shown_attempt, max(job.max_attempts, shown_attempt))
         if shown_attempt > 1 and not job.terminal
@@ -90,6 +94,19 @@ def job_context(job: Job) -> dict:
         "no_worker": job.waiting and not service().store.live_workers(),
         "now": service().store.now(),
     }
+
+
+def job_name(job: Job, kind: Kind | None) -> str:
+    """What a person calls the job: its label, or its kind's title."""
+    return job.label or f"{kind.title if kind else job.kind} job"
+
+
+def state_title(job: Job, kind: Kind | None, percent: int | None) -> str:
+    """The tab's title, state first, so a person who switched tabs sees it change: "Running 34% · Timer job"."""
+    state = state_label(job.state, job)
+    if job.state == RUNNING and percent is not None and not job.cancel_requested:
+        state += f" {percent}%"
+    return f"{state} · {job_name(job, kind)}"
 
 
 def job_json(job: Job) -> dict:
@@ -109,8 +126,22 @@ def job_json(job: Job) -> dict:
         "cancel_requested": job.cancel_requested,
         "retry_of": job.retry_of,
         "retried_by": job.retried_by,
+        "label": job.label,
+        "status": job.status,
+        "is_finished": job.terminal,
+        "events": owner_events(job),
+        "log": job.log,
         "url": url_for("jobs.show", job_id=job.id, _external=True),
     }
+
+
+#: What the owner may see of an event; the worker and traceback are for admins.
+OWNER_EVENT_FIELDS = ("at", "event", "attempt", "message")
+
+
+def owner_events(job: Job) -> list[dict]:
+    """The job's timeline as its owner sees it, with times in ISO 8601."""
+    return [{k: iso(v) if k == "at" else v for k, v in e.items() if k in OWNER_EVENT_FIELDS} for e in job.events]
 
 
 def to_job(job: Job, data: dict, status: int, message: str | None = None) -> Response:
@@ -150,7 +181,8 @@ def submit(kind_name: str):
     if not form.validate():
         data = {"error": "The form has errors.", "fields": {name: " ".join(e) for name, e in form.errors.items()}}
         return respond(data, "pages/form.html", 400, kind=kind, form=form)
-    job = service().submit(kind, current_owner(create=True), form.inputs(), form.options(), form.upload())
+    owner = current_owner(create=True)
+    job = service().submit(kind, owner, form.inputs(), form.options(), form.upload(), label=form.label.data or "")
     return to_job(job, job_json(job), 202)
 
 
@@ -174,7 +206,7 @@ def status(job_id: str):
     if request.if_none_match.contains(tag):
         response = Response(status=304)
     else:
-        response = Response(render_template("partials/job_status.html", **context))
+        response = Response(render_template("partials/job_status_swap.html", **context))
     response.set_etag(tag)
     return response
 

@@ -25,6 +25,8 @@ class ListQuery:
     kind: str | None = None
     #: The page cursor as given in the query string, "<created_at>_<id>" of the last job on the page before.
     before: str | None = None
+    #: Words to find in the jobs' labels.
+    q: str | None = None
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> ListQuery:
@@ -32,7 +34,8 @@ class ListQuery:
 
         :raises BadRequest: an unknown state or kind, or a page link that is not valid.
         """
-        query = cls(args.get("state") or None, args.get("kind") or None, args.get("before") or None)
+        q = (args.get("q") or "").strip()[:80] or None
+        query = cls(args.get("state") or None, args.get("kind") or None, args.get("before") or None, q)
         if query.state is not None and query.state not in STATES:
             raise BadRequest(f"“{query.state}” is not a job state.")
         if query.kind is not None and query.kind not in KINDS:
@@ -59,7 +62,8 @@ def job_listing(store: JobStore, query: ListQuery, owner: str | None, everyone: 
     """One page of ``owner``'s jobs (or, with ``everyone``, all jobs), and what the list template needs."""
     jobs = []
     if owner or everyone:
-        jobs = store.list(owner=owner, state=query.state, kind=query.kind, before=query.cursor(), limit=PAGE_SIZE + 1)
+        filters = {"state": query.state, "kind": query.kind, "label": query.q}
+        jobs = store.list(owner=owner, **filters, before=query.cursor(), limit=PAGE_SIZE + 1)
     more = len(jobs) > PAGE_SIZE
     jobs = jobs[:PAGE_SIZE]
     return {

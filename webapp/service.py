@@ -10,7 +10,18 @@ from flask import current_app
 from .forms import Upload
 from .kinds import KINDS, Kind
 from .queue import JobQueue
-from .store import CANCELLED, FAILED, QUEUED, RETRYING, RUNNING, Job, JobStore, StoreUnavailable, new_id
+from .store import (
+    CANCELLED,
+    CANCELLED_BY_USER,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    WAITING,
+    Job,
+    JobStore,
+    StoreUnavailable,
+    new_id,
+)
 
 logger = logging.getLogger("tasklight")
 
@@ -52,6 +63,7 @@ class Tasklight:
         options: dict | None = None,
         upload: Upload | None = None,
         retry_of: str | None = None,
+        label: str = "",
     ) -> Job:
         """Record a job as queued, then enqueue it under the same id.
 
@@ -74,6 +86,7 @@ class Tasklight:
             start_by=now + options["start_within"] if options["start_within"] else None,
             upload_name=upload.name if upload else None,
             upload_size=len(upload.content) if upload else None,
+            label=label,
         )
         self.store.create(job, upload.content if upload else None)
         try:
@@ -110,9 +123,12 @@ class Tasklight:
 
     def cancel(self, job: Job) -> str:
         """Cancel a waiting job at once, or ask a running one to stop; return what happened."""
-        if self.store.finish(job.id, CANCELLED, states={QUEUED, RETRYING}):
+        error = job.failure("Cancelled by its owner.", CANCELLED_BY_USER)
+        if self.store.finish(job.id, CANCELLED, {"error": error}, states=WAITING):
             return "The job was cancelled before it ran."
-        if self.store.update(job.id, {"cancel_requested": True}, states={RUNNING}):
+        if self.store.update(
+            job.id, {"cancel_requested": True, "event": {"event": "cancel_requested"}}, states={RUNNING}
+        ):
             return "Cancelling: the job stops at its next progress report."
         current = self.store.get(job.id)
         return f"The job has already ended ({current.state}); nothing was changed."
@@ -130,7 +146,7 @@ class Tasklight:
             if content is None:
                 raise UploadGone("The file uploaded with this job is no longer kept. Start a new job with the file.")
             upload = Upload(job.upload_name, content)
-        new = self.submit(KINDS[job.kind], job.owner, job.inputs, job.options, upload, retry_of=job.id)
+        new = self.submit(KINDS[job.kind], job.owner, job.inputs, job.options, upload, job.id, job.label)
         self.store.update(job.id, {"retried_by": new.id})
         return new
 

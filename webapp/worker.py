@@ -29,7 +29,23 @@ from huey.utils import normalize_time
 from .config import Settings
 from .kinds import KINDS
 from .queue import JobQueue
-from .store import CANCELLED, FAILED, QUEUED, RETRYING, RUNNING, SUCCEEDED, Job, JobStore, open_store
+from .store import (
+    CANCELLED,
+    CANCELLED_BY_USER,
+    FAILED,
+    MAX_LOG_LINE,
+    MAX_LOG_LINES,
+    MAX_TRACEBACK,
+    QUEUED,
+    RETRYING,
+    RUNNING,
+    SUCCEEDED,
+    TIMEOUT,
+    Job,
+    JobStore,
+    clip,
+    open_store,
+)
 
 logger = logging.getLogger("tasklight.worker")
 
@@ -54,10 +70,10 @@ def worker_name() -> str:
 
 
 class JobContext:
-    """What a running job sees: its upload, progress reporting and cancellation."""
+    """What a running job sees: its upload, progress reporting, log lines and cancellation."""
 
-    #: Progress reports closer together than this are coalesced, so a body may report as often as it
-    #: likes while the store sees at most four writes a second; the last report lands with the ending.
+    #: Progress reports and log lines closer together than this are coalesced, so a body may report as often
+    #: as it likes while the store sees at most four writes a second; what is left lands with the ending.
     min_interval = 0.25
 
     def __init__(self, store: JobStore, record: Job, task: Task | None = None):
@@ -67,6 +83,7 @@ class JobContext:
         self.task = task
         #: The latest report not yet written.
         self.pending: dict | None = None
+        self._lines: list[dict] = []
         # Starting the attempt wrote its record just now, so a report in the first moment can wait.
         self._last_write = time.monotonic()
 
@@ -78,6 +95,11 @@ class JobContext:
     def attempt(self) -> int:
         return self.record.attempt
 
+    @property
+    def rerun_of(self) -> str | None:
+        """The id of the job this one runs again, if it is a re-run."""
+        return self.record.retry_of
+
     def report(self, done: float, total: float | None = None, message: str = "") -> None:
         """Record progress, and stop the job here if it was cancelled or ran out of time.
 
@@ -87,40 +109,77 @@ class JobContext:
         if self.task is not None:
             self.task.check_timeout()
         self.pending = {"done": done, "total": total, "message": message}
+        self._write_if_due()
+
+    def log(self, line: str) -> None:
+        """Write a line for the job's owner to read, as plain text; the last few dozen are kept.
+
+        Never log a traceback: the owner sees these lines. Unexpected errors reach admins by themselves.
+        """
+        self._lines.append({"at": self.store.now(), "line": clip(str(line), MAX_LOG_LINE)})
+        self._write_if_due()
+
+    def _write_if_due(self) -> None:
         now = time.monotonic()
-        if now - self._last_write < self.min_interval:
-            return
-        self._last_write = now
-        self.write({"progress": self.pending, "heartbeat_at": self.store.now()})
-        self.pending = None
+        if now - self._last_write >= self.min_interval:
+            self._last_write = now
+            self.write({"heartbeat_at": self.store.now()})
+
+    def _unwritten(self) -> dict:
+        """The reports, log lines and progress milestone that have not reached the store yet."""
+        changes: dict = {}
+        if self.pending is not None:
+            changes["progress"] = self.pending
+            milestone = quarter(self.pending)
+            if milestone > quarter(self.record.progress):
+                changes["event"] = {"event": "progress", "message": f"{25 * milestone}% done."}
+        if self._lines:
+            changes["log"] = [*self.record.log, *self._lines][-MAX_LOG_LINES:]
+        return changes
 
     def write(self, changes: dict) -> Job:
-        """Write ``changes`` to this attempt's running record.
+        """Write ``changes``, with what is unwritten, to this attempt's running record.
 
         :raises Superseded: the attempt no longer owns the job.
         :raises JobCancelled: the owner asked the job to stop.
         """
+        changes = {**self._unwritten(), **changes}
         job = self.store.update(self.job_id, changes, states={RUNNING}, attempt=self.attempt, known=self.record)
         if job is None:
             raise Superseded(self.job_id)
-        self.record = job
+        self.record, self.pending, self._lines = job, None, []
         if job.cancel_requested:
             raise JobCancelled(self.job_id)
         return job
 
     def finish(self, state: str, changes: dict) -> Job | None:
-        """End this attempt's job in ``state``, with the last progress report if it has not been written."""
-        ending = {"progress": self.pending, **changes} if self.pending else changes
+        """End this attempt's job in ``state``, with whatever it has not written yet."""
+        unwritten = self._unwritten()
+        unwritten.pop("event", None)  # The ending is an event of its own.
         guard = {"states": {RUNNING}, "attempt": self.attempt, "known": self.record}
-        return self.store.finish(self.job_id, state, ending, **guard)
+        return self.store.finish(self.job_id, state, {**unwritten, **changes}, **guard)
 
     def open_upload(self) -> BinaryIO:
         """The file uploaded with the job, read from the store so that any host can run it."""
         return io.BytesIO(self.store.upload_content(self.job_id) or b"")
 
 
+def quarter(progress: dict) -> int:
+    """The milestone ``progress`` has passed: 1, 2 or 3 quarters of the work (the end is an event of its own)."""
+    done, total = progress.get("done") or 0, progress.get("total")
+    return min(int(4 * done / total), 3) if total else 0
+
+
+def cancelled_by_owner(job: Job, progress: dict) -> dict:
+    """The changes that end a job its owner cancelled."""
+    return {
+        "progress": {**progress, "message": "Cancelled."},
+        "error": job.failure("Cancelled by its owner.", CANCELLED_BY_USER),
+    }
+
+
 def time_limit_error(job: Job, limit: float) -> dict:
-    return job.failure(f"The job was stopped after {limit:g} s, its time limit.")
+    return job.failure(f"Timed out after {limit:g} s, its time limit.", TIMEOUT)
 
 
 class Heartbeat:
@@ -209,7 +268,7 @@ class Heartbeat:
             guard = {"states": {RUNNING}, "attempt": attempt}
             limit = job.options.get("time_limit")
             if job.cancel_requested:
-                self.store.finish(job_id, CANCELLED, {"progress": {**job.progress, "message": "Cancelled."}}, **guard)
+                self.store.finish(job_id, CANCELLED, cancelled_by_owner(job, job.progress), **guard)
             elif limit and self.store.now() - job.started_at > limit:
                 self.store.finish(job_id, FAILED, {"error": time_limit_error(job, limit)}, **guard)
 
@@ -274,8 +333,7 @@ class Worker:
             try:
                 result = self.bodies[job.kind](context, **job.inputs)
             except JobCancelled:
-                progress = {**(context.pending or context.record.progress), "message": "Cancelled."}
-                context.finish(CANCELLED, {"progress": progress})
+                context.finish(CANCELLED, cancelled_by_owner(job, context.pending or context.record.progress))
             except JobError as exc:
                 context.finish(FAILED, {"error": job.failure(str(exc))})
             except TaskTimeout:
@@ -284,15 +342,16 @@ class Worker:
                 logger.warning("job %s attempt %s was superseded; its result is dropped", job_id, job.attempt)
             except Exception as exc:
                 # Unexpected: the traceback is kept for admins, and Huey retries while the task has retries left.
-                details = "".join(traceback.format_exception(exc))
+                # The end of a traceback says the most, so that is what a cut keeps.
+                details = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:]
+                event = {"traceback": details}
                 if task.retries:
                     retry_at = self.store.now() + task.retry_delay
-                    guard = {"states": {RUNNING}, "attempt": job.attempt, "known": context.record}
-                    self.store.update(
-                        job_id, {"traceback": details, "state": RETRYING, "next_attempt_at": retry_at}, **guard
-                    )
+                    event["message"] = f"Attempt {job.attempt} failed unexpectedly; it will be tried again."
+                    changes = {"traceback": details, "state": RETRYING, "next_attempt_at": retry_at, "event": event}
+                    self.store.update(job_id, changes, states={RUNNING}, attempt=job.attempt, known=context.record)
                 else:
-                    context.finish(FAILED, {"traceback": details, "error": job.failure()})
+                    context.finish(FAILED, {"traceback": details, "error": job.failure(), "event": event})
                 raise
             else:
                 context.finish(SUCCEEDED, {"result": result})
@@ -305,7 +364,7 @@ class Worker:
         """The consumer is shutting down without waiting: hand the job back, to start again from the top."""
         message = "The worker was stopped; the job will start again on the next worker."
         progress = {"done": 0, "total": None, "message": message}
-        changes = {"state": RETRYING, "next_attempt_at": None, "progress": progress}
+        changes = {"state": RETRYING, "next_attempt_at": None, "progress": progress, "event": {"message": message}}
         attempt = self.heartbeat.attempt_of(task.id)
         if self.store.update(task.id, changes, states={RUNNING}, attempt=attempt) is not None:
             self.heartbeat.let_go(task.id)

@@ -43,6 +43,38 @@ TRANSITIONS = {
 #: a job without changing its outcome. ``retried_by`` links an ended job to its re-run.
 ANNOTATIONS = frozenset({"retried_by"})
 
+#: Django 6's task framework has four coarse statuses; each state maps onto one of them.
+COARSE_STATUS = {
+    QUEUED: "READY",
+    RETRYING: "READY",
+    RUNNING: "RUNNING",
+    SUCCEEDED: "SUCCESSFUL",
+    FAILED: "FAILED",
+    CANCELLED: "FAILED",
+    LOST: "FAILED",
+    EXPIRED: "FAILED",
+}
+
+#: Why a job ended without a result, beside its message: ``error["reason"]``.
+TIMEOUT, CANCELLED_BY_USER, LOST_WORKER, EXPIRED_IN_QUEUE = (
+    "timeout",
+    "cancelled_by_user",
+    "lost_worker",
+    "expired_in_queue",
+)
+
+#: Caps that keep a record small, whatever a job does.
+MAX_EVENTS = 100
+MAX_LOG_LINES = 50
+MAX_LOG_LINE = 500
+MAX_ERROR_MESSAGE = 1000
+MAX_TRACEBACK = 20_000
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with an ellipsis if anything was cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 class StoreUnavailable(Exception):
     """The store cannot be reached; callers answer 503 and lose nothing."""
@@ -109,6 +141,13 @@ class Job:
     enqueued: bool = False
     #: Since when the job has been waiting for a worker (queued, or retrying); None while it is not.
     waiting_since: float | None = None
+    #: A short name the owner gave the job.
+    label: str = ""
+    #: What happened to the job, oldest first: ``{"at", "event", "message", "attempt"}``, and for admins
+    #: only ``worker`` and ``traceback``. The last ``MAX_EVENTS`` are kept.
+    events: list = field(default_factory=list)
+    #: Lines the job's body wrote for its owner: ``{"at", "line"}``, the last ``MAX_LOG_LINES``.
+    log: list = field(default_factory=list)
     #: When a reader first found this attempt's heartbeat stale; a beat after it refutes the suspicion.
     stale_since: float | None = None
     #: Goes up by one with every stored change. It stays the last field: the Redis backend reads it off the JSON's end.
@@ -117,6 +156,8 @@ class Job:
     def __post_init__(self) -> None:
         if self.waiting_since is None and self.state == QUEUED:
             self.waiting_since = self.created_at
+        if not self.events and self.state == QUEUED:
+            self.events = [{"at": self.created_at, "attempt": 0, "event": QUEUED, "message": "Submitted."}]
 
     @property
     def terminal(self) -> bool:
@@ -131,10 +172,16 @@ class Job:
         """Queued, or retrying with no attempt scheduled: it starts as soon as a worker is free."""
         return self.state == QUEUED or (self.state == RETRYING and not self.next_attempt_at)
 
-    def failure(self, message: str | None = None) -> dict:
-        """The ``error`` of a failure of this attempt: the owner's message, or a generic one with the reference."""
+    def failure(self, message: str | None = None, reason: str | None = None) -> dict:
+        """The ``error`` of this attempt: the owner's message (or a generic one), the reference, and why."""
         ref = error_ref(self.id, self.attempt)
-        return {"message": message or f"The job failed (ref {ref}).", "ref": ref}
+        error = {"message": clip(message or f"The job failed (ref {ref}).", MAX_ERROR_MESSAGE), "ref": ref}
+        return {**error, "reason": reason} if reason else error
+
+    @property
+    def status(self) -> str:
+        """The coarse status of Django 6's task framework: READY, RUNNING, SUCCESSFUL or FAILED."""
+        return COARSE_STATUS[self.state]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -163,10 +210,38 @@ def apply_changes(job: Job, changes: dict, states: Iterable[str] | None, attempt
     if new_state != job.state and new_state not in TRANSITIONS.get(job.state, ()):
         return None
     data = asdict(job)
-    data.update(changes)
+    # ``changes`` is left as given: a compare-and-set that lost a race applies it again.
+    event = changes.get("event")
+    data.update((name, value) for name, value in changes.items() if name != "event")
     if new_state != job.state:
         data["waiting_since"] = (data["next_attempt_at"] or now) if new_state in WAITING else None
+        event = {"event": new_state, **(event or {})}
+    if event is not None:
+        data["events"] = [*job.events, transition_event(data, event, now)][-MAX_EVENTS:]
     return Job(**data)
+
+
+def transition_event(data: dict, event: dict, now: float) -> dict:
+    """An event of the timeline, with its time, attempt and a message for the owner."""
+    message = event.get("message")
+    if not message and data.get("error") and event["event"] in TERMINAL:
+        message = data["error"]["message"]
+    if not message:
+        message = EVENT_MESSAGES.get(event["event"], "").format(attempt=data["attempt"])
+    if event["event"] == RUNNING and data.get("worker"):
+        event = {**event, "worker": data["worker"]}
+    return {"at": now, "attempt": data["attempt"], **event, "message": message}
+
+
+#: The owner's words for each event, unless the write that caused it gives its own.
+EVENT_MESSAGES = {
+    QUEUED: "Submitted.",
+    RUNNING: "Attempt {attempt} started.",
+    RETRYING: "Attempt {attempt} did not finish; it will be tried again.",
+    SUCCEEDED: "Succeeded.",
+    CANCELLED: "Cancelled.",
+    "cancel_requested": "Cancel requested.",
+}
 
 
 @contextlib.contextmanager
@@ -328,7 +403,7 @@ class JobStore:
 
     def mark_lost(self, job: Job) -> Job | None:
         """Mark a running job lost if, checked again inside the write, it is still suspected long enough."""
-        ending = self._ending(LOST, {"error": job.failure("The worker running this job stopped.")})
+        ending = self._ending(LOST, {"error": job.failure("The worker running this job stopped.", LOST_WORKER)})
 
         def lose(current: Job) -> Job | None:
             # A slow worker may have beaten since ``job`` was read; it must not be declared lost.
@@ -341,7 +416,7 @@ class JobStore:
 
     def mark_expired(self, job: Job) -> Job | None:
         """End a job that was not started by its deadline."""
-        error = job.failure("The job was not started in time, so it was not run.")
+        error = job.failure("The job was not started in time, so it was not run.", EXPIRED_IN_QUEUE)
         return self.finish(job.id, EXPIRED, {"error": error}, states=WAITING)
 
     def reap(self) -> int:
@@ -401,8 +476,9 @@ class JobStore:
         kind: str | None = None,
         before: tuple[float, str] | None = None,
         limit: int = 20,
+        label: str | None = None,
     ) -> list[Job]:
-        """Jobs newest first, created strictly before the ``before`` cursor."""
+        """Jobs newest first, created strictly before the ``before`` cursor; ``label``: whose label has these words."""
         raise NotImplementedError
 
     def counts(self) -> dict[str, int]:

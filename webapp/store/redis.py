@@ -158,7 +158,7 @@ class RedisStore(JobStore):
         tombstone = json.loads(raw)
         return tombstone["purged_at"], tombstone["owner"]
 
-    def list(self, owner=None, state=None, kind=None, before=None, limit=20) -> list[Job]:
+    def list(self, owner=None, state=None, kind=None, before=None, limit=20, label=None) -> list[Job]:
         index = self.key("owner", owner) if owner is not None else self.key("all")
         top = f"({before[0]!r}" if before else "+inf"
         jobs: list[Job] = []
@@ -180,7 +180,8 @@ class RedisStore(JobStore):
                         continue
                     seen.add(job.id)
                     if (state is None or job.state == state) and (kind is None or job.kind == kind):
-                        jobs.append(job)
+                        if not label or label.casefold() in job.label.casefold():
+                            jobs.append(job)
                 if len(ids) < batch:
                     break
         return jobs[:limit]

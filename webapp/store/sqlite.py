@@ -136,12 +136,16 @@ class SqliteStore(JobStore):
         rows = self._select("select purged_at, owner from tombstones where id = ?", job_id)
         return tuple(rows[0]) if rows else None
 
-    def list(self, owner=None, state=None, kind=None, before=None, limit=20) -> list[Job]:
+    def list(self, owner=None, state=None, kind=None, before=None, limit=20, label=None) -> list[Job]:
         where, args = ["1"], []
         for column, value in (("owner", owner), ("state", state), ("kind", kind)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
+        if label:
+            # LIKE is case-blind for ASCII; the escape makes % and _ in the words mean themselves.
+            where.append("json_extract(data, '$.label') like ? escape '\\'")
+            args.append("%" + label.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
         if before is not None:
             where.append("(created_at, id) < (?, ?)")
             args.extend(before)
