@@ -1,4 +1,4 @@
-"""Fixtures: the app on either backend, a private Redis server and real consumers."""
+"""Fixtures: the app on either backend, a private Redis server, real consumers and one headless Chromium."""
 
 import contextlib
 import os
@@ -8,10 +8,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from playwright.sync_api import Browser, sync_playwright
 
 from webapp import create_app
 from webapp.config import Settings
@@ -19,6 +21,17 @@ from webapp.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ["sqlite", "redis"]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:
@@ -189,3 +202,14 @@ def start_consumer(settings, tmp_path):
 @pytest.fixture
 def consumer(start_consumer):
     return start_consumer()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the whole run; a missing Chromium fails, it never skips."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/test, which installs Debian's chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
