@@ -30,7 +30,7 @@ def api_submit(client, data: dict, kind: str = "timer", **kwargs):
 def test_form_json_gives_fields_and_csrf_token(client):
     data = client.get("/jobs/new/checksum", headers=JSON).get_json()
     assert data["kind"] == "checksum"
-    assert set(data["fields"]) == {"file", "algorithm"}
+    assert set(data["fields"]) == {"label", "start_at", "start_in", "file", "algorithm"}
     assert data["csrf_token"]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import math
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -11,10 +13,13 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict, MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
-from wtforms import BooleanField, DecimalField, Field, IntegerField, SelectField, StringField
-from wtforms.validators import Length, NumberRange, Optional
+from wtforms import BooleanField, DateTimeLocalField, DecimalField, Field, IntegerField, SelectField, StringField
+from wtforms.validators import Length, NumberRange, Optional, ValidationError
 
 ALGORITHMS = ("sha256", "sha512", "sha1", "md5", "blake2b")
+
+#: How far ahead a job may be scheduled.
+MAX_SCHEDULE_DAYS = 30
 
 #: What a JSON value that no field can parse is, for its message.
 NOT_SCALARS = {type(None): "null", list: "a list", dict: "an object"}
@@ -33,6 +38,8 @@ def refusal(field: Field, value: object) -> str | None:
         return None if isinstance(value, FileStorage) else "Choose a file to upload."
     if isinstance(value, FileStorage):
         return "Enter a value here, not a file."
+    if isinstance(field, DateTimeLocalField) and not isinstance(value, str):
+        return "Send a date and time as text, such as 2026-12-01T09:30."
     if isinstance(value, float) and not math.isfinite(value):
         # Python's JSON reader takes NaN and Infinity, and reads 1e999 as infinity.
         return "Send a finite number here, not NaN or infinity."
@@ -103,6 +110,36 @@ class JobForm(FlaskForm):
         filters=[lambda text: text.strip() if isinstance(text, str) else text],
         description="A short name for the job, shown in your list of jobs.",
     )
+    start_at = DateTimeLocalField(
+        "Start at (UTC, optional)",
+        format=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"],
+        validators=[Optional()],
+        description="A date and time in UTC, at most 30 days ahead. Leave it empty to start as soon as possible.",
+    )
+    start_in = NumberField(
+        "Or start in (minutes, optional)",
+        validators=[Optional(), NumberRange(min=0, max=MAX_SCHEDULE_DAYS * 24 * 60, message="Enter 0 to 43200.")],
+        description="Minutes from now, instead of a date and time.",
+    )
+
+    def validate_start_at(self, field: Field) -> None:
+        if field.data is None:
+            return
+        if self.start_in.data is not None:
+            raise ValidationError("Give a start time or a number of minutes, not both.")
+        when = field.data.replace(tzinfo=datetime.UTC).timestamp()
+        if when < time.time() - 60:
+            raise ValidationError("This time has passed. Give a time in the future, in UTC.")
+        if when > time.time() + MAX_SCHEDULE_DAYS * 86400:
+            raise ValidationError(f"Give a time at most {MAX_SCHEDULE_DAYS} days ahead.")
+
+    def scheduled_for(self) -> float | None:
+        """When the job should start, in seconds since the epoch; None for as soon as possible."""
+        if self.start_at.data is not None:
+            return max(self.start_at.data.replace(tzinfo=datetime.UTC).timestamp(), time.time())
+        if self.start_in.data:
+            return time.time() + float(self.start_in.data) * 60
+        return None
 
     #: Fields that are testing aids, not user input: shown and read only when the DIAGNOSTICS setting is on.
     diagnostic_fields: tuple[str, ...] = ()
@@ -132,6 +169,8 @@ class JobForm(FlaskForm):
                 message = refusal(self[name], value) if name in self._fields else None
                 if message:
                     self._refused.setdefault(name, message)
+                    if isinstance(value, FileStorage):
+                        value.close()  # A refused file is never read; release its temporary file now.
                 else:
                     accepted.add(name, value)
             formdata = accepted

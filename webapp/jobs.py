@@ -79,11 +79,12 @@ def job_context(job: Job) -> dict:
     shown_attempt = job.attempt + (1 if job.state == "retrying" else 0)
     kind = KINDS.get(job.kind)
     percent = round(100 * job.progress["done"] / total) if total else None
+    scheduled = job.scheduled(service().store.now())
     return {
         "job": job,
         "kind": kind,
         "name": job_name(job, kind),
-        "title": state_title(job, kind, percent),
+        "title": state_title(job, kind, percent, scheduled),
         "poll": poll_interval(job),
         "eta": seconds_left(job),
         "percent": percent,
@@ -91,6 +92,7 @@ def job_context(job: Job) -> dict:
         "attempt": (shown_attempt, max(job.max_attempts, shown_attempt))
         if shown_attempt > 1 and not job.terminal
         else None,
+        "scheduled": scheduled,
         "no_worker": job.waiting and not service().store.live_workers(),
         "now": service().store.now(),
     }
@@ -101,9 +103,9 @@ def job_name(job: Job, kind: Kind | None) -> str:
     return job.label or f"{kind.title if kind else job.kind} job"
 
 
-def state_title(job: Job, kind: Kind | None, percent: int | None) -> str:
+def state_title(job: Job, kind: Kind | None, percent: int | None, scheduled: bool) -> str:
     """The tab's title, state first, so a person who switched tabs sees it change: "Running 34% · Timer job"."""
-    state = state_label(job.state, job)
+    state = "Scheduled" if scheduled else state_label(job.state, job)
     if job.state == RUNNING and percent is not None and not job.cancel_requested:
         state += f" {percent}%"
     return f"{state} · {job_name(job, kind)}"
@@ -127,6 +129,7 @@ def job_json(job: Job) -> dict:
         "retry_of": job.retry_of,
         "retried_by": job.retried_by,
         "label": job.label,
+        "scheduled_for": iso(job.scheduled_for),
         "status": job.status,
         "is_finished": job.terminal,
         "events": owner_events(job),
@@ -182,7 +185,10 @@ def submit(kind_name: str):
         data = {"error": "The form has errors.", "fields": {name: " ".join(e) for name, e in form.errors.items()}}
         return respond(data, "pages/form.html", 400, kind=kind, form=form)
     owner = current_owner(create=True)
-    job = service().submit(kind, owner, form.inputs(), form.options(), form.upload(), label=form.label.data or "")
+    label, scheduled_for = form.label.data or "", form.scheduled_for()
+    job = service().submit(
+        kind, owner, form.inputs(), form.options(), form.upload(), label=label, scheduled_for=scheduled_for
+    )
     return to_job(job, job_json(job), 202)
 
 
@@ -215,7 +221,7 @@ def fragment_version(context: dict) -> tuple:
     """Everything the fragment shows that can change: the record, and a few things the clock moves."""
     job = context["job"]
     countdown = round(job.next_attempt_at - context["now"]) if job.next_attempt_at else None
-    return job.id, job.version, context["poll"], context["no_worker"], countdown
+    return job.id, job.version, context["poll"], context["no_worker"], context["scheduled"], countdown
 
 
 @bp.post("/<job_id>/cancel")

@@ -69,7 +69,10 @@ class JobQueue(Huey):
 
     def enqueue_job(self, job: Job) -> None:
         """Put a recorded job's task in the queue, under the job's id, with the job's options."""
-        start_within = max(job.start_by - self._store.now(), 0) if job.start_by is not None else None
+        now = self._store.now()
+        start_within = max(job.start_by - now, 0) if job.start_by is not None else None
+        # A scheduled job waits in Huey's schedule, which its consumers move to the queue when it is due.
+        delay = job.scheduled_for - now if job.scheduled_for and job.scheduled_for > now else None
         task = self.job_task.s(
             job.id,
             id=job.id,
@@ -78,6 +81,7 @@ class JobQueue(Huey):
             retry_delay=job.options.get("retry_delay") or 0,
             timeout=job.options.get("time_limit"),
             expires=start_within,
+            delay=delay,
         )
         self.enqueue(task)
 

@@ -64,6 +64,7 @@ class Tasklight:
         upload: Upload | None = None,
         retry_of: str | None = None,
         label: str = "",
+        scheduled_for: float | None = None,
     ) -> Job:
         """Record a job as queued, then enqueue it under the same id.
 
@@ -83,7 +84,9 @@ class Tasklight:
             max_attempts=kind.retries + 1,
             created_at=now,
             retry_of=retry_of,
-            start_by=now + options["start_within"] if options["start_within"] else None,
+            # The start deadline counts from the scheduled time.
+            start_by=(scheduled_for or now) + options["start_within"] if options["start_within"] else None,
+            scheduled_for=scheduled_for,
             upload_name=upload.name if upload else None,
             upload_size=len(upload.content) if upload else None,
             label=label,

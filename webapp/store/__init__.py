@@ -143,6 +143,8 @@ class Job:
     waiting_since: float | None = None
     #: A short name the owner gave the job.
     label: str = ""
+    #: When the owner asked the job to start, if not as soon as possible.
+    scheduled_for: float | None = None
     #: What happened to the job, oldest first: ``{"at", "event", "message", "attempt"}``, and for admins
     #: only ``worker`` and ``traceback``. The last ``MAX_EVENTS`` are kept.
     events: list = field(default_factory=list)
@@ -155,7 +157,7 @@ class Job:
 
     def __post_init__(self) -> None:
         if self.waiting_since is None and self.state == QUEUED:
-            self.waiting_since = self.created_at
+            self.waiting_since = self.scheduled_for or self.created_at
         if not self.events and self.state == QUEUED:
             self.events = [{"at": self.created_at, "attempt": 0, "event": QUEUED, "message": "Submitted."}]
 
@@ -177,6 +179,10 @@ class Job:
         ref = error_ref(self.id, self.attempt)
         error = {"message": clip(message or f"The job failed (ref {ref}).", MAX_ERROR_MESSAGE), "ref": ref}
         return {**error, "reason": reason} if reason else error
+
+    def scheduled(self, now: float) -> bool:
+        """Queued to start at a time still to come."""
+        return self.state == QUEUED and self.scheduled_for is not None and self.scheduled_for > now
 
     @property
     def status(self) -> str:
