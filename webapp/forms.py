@@ -185,6 +185,20 @@ class JobForm(FlaskForm):
             self[name].errors = [message]
         return valid and not refused
 
+    @classmethod
+    def filled_from(cls, job) -> JobForm:
+        """This form filled in with what ``job`` was given, to edit it and run it again."""
+        values = {name: value for name, value in {**job.options, **job.inputs}.items() if value is not None}
+        return cls(data={**values, "label": job.label})
+
+    def keep_upload(self, name: str, size: int) -> None:
+        """Let the file field be left empty: the job then runs again on the file it had."""
+        for field in self:
+            if isinstance(field, FileField):
+                field.validators = [v for v in field.validators if not isinstance(v, FileRequired)]
+                field.flags.required = False
+                field.description = f"Leave it empty to keep {name} ({size:,} bytes)."
+
     def inputs(self) -> dict:
         """The job's inputs: plain values, safe to show to the owner, passed to the kind's body."""
         return {}

@@ -166,12 +166,26 @@ def vary_on_accept(response: Response) -> Response:
 
 @bp.get("/new/<kind_name>")
 def new(kind_name: str):
-    """Show the form for a kind of job."""
+    """Show the form for a kind of job, empty or (``?from=<id>``) filled in from a job to run again."""
     kind = get_kind(kind_name)
-    form = kind.form()
+    source = rerun_source(kind)
+    form = kind.form.filled_from(source) if source else kind.form()
+    if source and source.upload_size is not None:
+        form.keep_upload(source.upload_name, source.upload_size)
     fields = [f.name for f in form if f.name != "csrf_token"]
     data = {"kind": kind.name, "fields": fields, "csrf_token": form.csrf_token.current_token}
-    return respond(data, "pages/form.html", kind=kind, form=form)
+    return respond(data, "pages/form.html", kind=kind, form=form, source=source)
+
+
+def rerun_source(kind: Kind) -> Job | None:
+    """The job that a form edits to run again (``?from=<id>``), if this session owns it and it is of this kind."""
+    job_id = request.args.get("from")
+    if not job_id:
+        return None
+    job = owned_job(job_id)
+    if job.kind != kind.name:
+        raise JobNotFound(job_id)
+    return job
 
 
 @bp.post("/new/<kind_name>")
@@ -180,15 +194,25 @@ def submit(kind_name: str):
     kind = get_kind(kind_name)
     if request.is_json and not isinstance(request.get_json(silent=True), dict):
         abort(400, description="The JSON body must be an object of form fields.")
+    source = rerun_source(kind)
     form = kind.form()
+    if source and source.upload_size is not None:
+        form.keep_upload(source.upload_name, source.upload_size)
     if not form.validate():
         data = {"error": "The form has errors.", "fields": {name: " ".join(e) for name, e in form.errors.items()}}
-        return respond(data, "pages/form.html", 400, kind=kind, form=form)
-    owner = current_owner(create=True)
+        return respond(data, "pages/form.html", 400, kind=kind, form=form, source=source)
     label, scheduled_for = form.label.data or "", form.scheduled_for()
-    job = service().submit(
-        kind, owner, form.inputs(), form.options(), form.upload(), label=label, scheduled_for=scheduled_for
-    )
+    if source:
+        try:
+            upload = form.upload() or service().kept_upload(source)
+        except UploadGone as exc:
+            return to_job(source, {"error": str(exc)}, 409, str(exc))
+        job = service().rerun(source, form.inputs(), form.options(), upload, label, scheduled_for)
+    else:
+        owner = current_owner(create=True)
+        job = service().submit(
+            kind, owner, form.inputs(), form.options(), form.upload(), label=label, scheduled_for=scheduled_for
+        )
     return to_job(job, job_json(job), 202)
 
 

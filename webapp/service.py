@@ -143,15 +143,33 @@ class Tasklight:
         """
         if not job.retryable:
             raise NotRetryable(job)
-        upload = None
-        if job.upload_size is not None:
-            content = self.store.upload_content(job.id)
-            if content is None:
-                raise UploadGone("The file uploaded with this job is no longer kept. Start a new job with the file.")
-            upload = Upload(job.upload_name, content)
-        new = self.submit(KINDS[job.kind], job.owner, job.inputs, job.options, upload, job.id, job.label)
+        return self.rerun(job, job.inputs, job.options, self.kept_upload(job), job.label)
+
+    def rerun(
+        self,
+        job: Job,
+        inputs: dict,
+        options: dict,
+        upload: Upload | None,
+        label: str = "",
+        scheduled_for: float | None = None,
+    ) -> Job:
+        """Submit a job that runs ``job`` again, with these inputs, linked to it both ways."""
+        new = self.submit(KINDS[job.kind], job.owner, inputs, options, upload, job.id, label, scheduled_for)
         self.store.update(job.id, {"retried_by": new.id})
         return new
+
+    def kept_upload(self, job: Job) -> Upload | None:
+        """The file uploaded with ``job``, to run it again.
+
+        :raises UploadGone: the job had a file, but it is no longer kept.
+        """
+        if job.upload_size is None:
+            return None
+        content = self.store.upload_content(job.id)
+        if content is None:
+            raise UploadGone("The file uploaded with this job is no longer kept. Start a new job with the file.")
+        return Upload(job.upload_name, content)
 
 
 def service() -> Tasklight:
