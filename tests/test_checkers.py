@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from helpers import csrf_token, serving, submit
@@ -16,6 +17,7 @@ from playwright.sync_api import Page
 
 from webapp.kinds import KINDS
 from webapp.profiling import profile_csv
+from webapp.shares import share_url
 from webapp.store import Job, error_ref, new_id
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -64,6 +66,7 @@ def make_jobs(store) -> dict[str, str]:
     # A queued re-run of the failed job: both pages then link to each other.
     store.update(failed, {"retried_by": create("queued", retry_of=failed)})
     create("to-cancel")
+    create("scheduled", scheduled_for=store.now() + 3600)
 
     store.update(running("running"), {"progress": {"done": 1, "total": 4, "message": "1.0 of 4 s"}})
     store.update(running("running-indeterminate"), {"progress": {"done": 3, "total": None, "message": "working"}})
@@ -92,11 +95,16 @@ def make_jobs(store) -> dict[str, str]:
     return ids
 
 
+#: Entries of ``make_jobs``'s answer that are not a job page of the owner's: a purged id, and a share link's path.
+NOT_JOB_PAGES = ("purged", "shared")
+
+
 def owner_pages(ids: dict[str, str]) -> list[tuple[str, str, int]]:
     """(label, path, status) of each page its owner can simply open."""
     pages = [("catalogue", "/", 200)]
     pages += [(f"form {kind}", f"/jobs/new/{kind}", 200) for kind in KINDS]
-    pages += [(f"job {name}", f"/jobs/{job_id}", 200) for name, job_id in ids.items() if name != "purged"]
+    pages += [(f"job {name}", f"/jobs/{job_id}", 200) for name, job_id in ids.items() if name not in NOT_JOB_PAGES]
+    pages += [("shared result", ids["shared"], 200)]
     pages += [("my jobs", "/jobs", 200), ("my jobs, none match", "/jobs?state=failed&kind=csv_profile", 200)]
     pages += [("not found", "/jobs/" + "0" * 32, 404), ("gone", f"/jobs/{ids['purged']}", 410)]
     return pages
@@ -110,7 +118,15 @@ INVALID = {"timer": {"seconds": "9999", "crash_attempts": "7"}, "checksum": {}, 
 def site(make_app) -> tuple:
     """The app with admin pages and the diagnostic fields on (every field a form can show), and its jobs."""
     app = make_app(ADMIN_TOKEN=ADMIN_TOKEN, DIAGNOSTICS=True)
-    return app, make_jobs(app.extensions["tasklight"].store)
+    store = app.extensions["tasklight"].store
+    ids = make_jobs(store)
+    # A share link of the CSV profile, with its inputs: the page anyone with the link sees.
+    profile = store.get(ids["succeeded-csv_profile"])
+    share = {"id": "checkers", "created_at": store.now(), "expires_at": store.now() + 3600, "inputs": True}
+    store.update(profile.id, {"shares": [share]})
+    with app.test_request_context():
+        ids["shared"] = urlsplit(share_url(store.get(profile.id), share)).path
+    return app, ids
 
 
 # axe-core ----------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ csrf = CSRFProtect()
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the app from the environment, overridden by ``test_config``."""
     # Imported here, so that a consumer importing ``webapp.worker`` does not load the web side.
-    from . import admin, cli, errors, filters, jobs, pages, security
+    from . import admin, cli, errors, filters, jobs, pages, security, shares
     from .kinds import KINDS
     from .queue import JobQueue
     from .service import Tasklight
@@ -39,7 +39,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     queue = JobQueue(settings, store)
     app.extensions["tasklight"] = Tasklight(store, queue, settings.MAX_ACTIVE_JOBS, settings.MAX_STORED_UPLOAD_BYTES)
     csrf.init_app(app)
-    for blueprint in (pages.bp, jobs.bp, admin.bp):
+    for blueprint in (pages.bp, jobs.bp, shares.bp, admin.bp):
         app.register_blueprint(blueprint)
     app.cli.add_command(cli.jobs)
     errors.init_app(app)

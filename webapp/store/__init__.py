@@ -40,8 +40,9 @@ TRANSITIONS = {
 }
 
 #: The one exception to "nothing changes a terminal job": fields that annotate
-#: a job without changing its outcome. ``retried_by`` links an ended job to its re-run.
-ANNOTATIONS = frozenset({"retried_by"})
+#: a job without changing its outcome. ``retried_by`` links an ended job to its
+#: re-run, and ``shares`` are the links its owner made to show its result.
+ANNOTATIONS = frozenset({"retried_by", "shares"})
 
 #: Django 6's task framework has four coarse statuses; each state maps onto one of them.
 COARSE_STATUS = {
@@ -150,6 +151,8 @@ class Job:
     events: list = field(default_factory=list)
     #: Lines the job's body wrote for its owner: ``{"at", "line"}``, the last ``MAX_LOG_LINES``.
     log: list = field(default_factory=list)
+    #: Share links the owner made: ``{"id", "created_at", "expires_at", "inputs"}`` (see webapp/shares.py).
+    shares: list = field(default_factory=list)
     #: When a reader first found this attempt's heartbeat stale; a beat after it refutes the suspicion.
     stale_since: float | None = None
     #: Goes up by one with every stored change. It stays the last field: the Redis backend reads it off the JSON's end.
