@@ -134,3 +134,27 @@ def test_sign_out(admin):
     response = admin.post("/admin/logout", data={"csrf_token": csrf_token(admin, "/admin/login")})
     assert response.status_code == 303
     assert admin.get("/admin").status_code == 303
+
+
+def test_bulk_actions_confirm_the_count_then_act_on_every_matching_job(admin, admin_app):
+    service = admin_app.extensions["tasklight"]
+    owner = admin_app.test_client()
+    timers = [job_id_from(submit(owner, "timer", {"seconds": "30", "label": "batch"})) for _ in range(3)]
+    other = job_id_from(submit(owner, "timer", {"seconds": "30", "label": "keep"}))
+
+    confirm = admin.get("/admin/bulk/cancel?state=queued&q=batch")
+    assert "3 jobs match" in soup(confirm).select_one("#bulk-count").get_text()
+    assert all(service.store.get(job_id).state == "queued" for job_id in timers)  # asking changes nothing
+    form = soup(confirm).select_one("form[method=post]")
+    fields = {i["name"]: i["value"] for i in form.select("input")}
+    done = admin.post(form["action"], data=fields, follow_redirects=True)
+    assert "acted on 3 of the 3" in soup(done).select(".flash")[-1].get_text()
+    assert [service.store.get(job_id).state for job_id in timers] == ["cancelled"] * 3
+    assert service.store.get(other).state == "queued"
+
+    retry = soup(admin.get("/admin/bulk/retry?state=cancelled")).select_one("form[method=post]")
+    admin.post(retry["action"], data={i["name"]: i["value"] for i in retry.select("input")})
+    assert all(service.store.get(job_id).retried_by for job_id in timers)
+    assert admin.get("/admin/bulk/explode").status_code == 404
+    # Without the admin's session, no bulk action at all.
+    assert owner.get("/admin/bulk/purge").status_code == 303

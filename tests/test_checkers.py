@@ -238,6 +238,8 @@ def test_every_page_passes_axe(live_site):
     for name in ("retrying", "running", "succeeded-csv_profile", "failed"):
         assert page.goto(f"/admin/jobs/{ids[name]}").status == 200
         check(f"admin job {name}")
+    assert page.goto("/admin/bulk/retry?state=failed").status == 200
+    check("admin bulk confirmation")
 
     assert found == {}, "axe found violations:\n" + "\n".join(
         f"{label}: {line}" for label, lines in found.items() for line in lines
@@ -318,6 +320,7 @@ def test_every_page_passes_the_nu_html_checker(site, tmp_path):
     keep("admin", client.post("/admin/login", data={**login, "token": ADMIN_TOKEN}, follow_redirects=True), 200)
     for name in ("retrying", "running", "succeeded-csv_profile", "failed"):
         keep(f"admin job {name}", client.get(f"/admin/jobs/{ids[name]}"), 200)
+    keep("admin bulk confirmation", client.get("/admin/bulk/retry?state=failed"), 200)
 
     # A control: a real error and an htmx attribute, so that a clean run means something and the filter is narrow.
     documents["control"] = FRAGMENT_DOCUMENT.format(

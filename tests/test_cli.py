@@ -85,3 +85,12 @@ def test_store_down_is_a_clear_error_not_a_traceback(tmp_path):
     assert "cannot be reached" in result.output
     assert "Traceback" not in result.output
     app.extensions["tasklight"].close()
+
+
+def test_bulk_acts_on_every_matching_job(app, runner):
+    jobs = [submit(app, "alice") for _ in range(3)] + [submit(app, "bob")]
+    assert "acted on 3 of 3" in run(runner, "bulk", "cancel", "--owner", "alice", "--yes").output
+    states = [app.extensions["tasklight"].store.get(job_id).state for job_id in jobs]
+    assert states == ["cancelled"] * 3 + ["queued"]
+    assert "Aborted" in run(runner, "bulk", "purge", code=1).output  # it asks first; no answer is no
+    assert "acted on 4 of 4" in run(runner, "bulk", "purge", "--yes").output

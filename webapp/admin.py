@@ -1,4 +1,4 @@
-"""The admin pages: every owner's jobs, their tracebacks, and cancel or purge for any job.
+"""The admin pages: every owner's jobs, their tracebacks, cancel or purge for any job, and the same in bulk.
 
 They exist only when ``ADMIN_TOKEN`` is set; otherwise every /admin URL answers 404.
 """
@@ -10,8 +10,8 @@ import hmac
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 
-from .listing import ListQuery, job_listing
-from .service import service
+from .listing import ListQuery, job_listing, matching_jobs
+from .service import BULK_ACTIONS, service
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -100,3 +100,19 @@ def purge(job_id: str):
     service().store.purge(job_id)
     flash(f"Job {job_id[:8]} was purged.")
     return redirect(url_for("admin.index"), 303)
+
+
+@bp.route("/bulk/<action>", methods=["GET", "POST"])
+def bulk(action: str):
+    """Cancel, retry or purge every job matching the list's filter: first a confirmation with the count, then do it."""
+    if action not in BULK_ACTIONS:
+        abort(404)
+    query = ListQuery.from_args(request.values)
+    jobs = matching_jobs(service().store, query.state, query.kind, query.q)
+    if request.method == "GET":
+        return render_template(
+            "pages/admin_bulk.html", action=action, verb=BULK_ACTIONS[action], query=query, jobs=jobs
+        )
+    done = service().act_on_all(action, jobs)
+    flash(f"{action.capitalize()}: acted on {done} of the {len(jobs)} matching jobs.")
+    return redirect(url_for("admin.index", state=query.state, kind=query.kind, q=query.q), 303)

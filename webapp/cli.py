@@ -10,7 +10,8 @@ from flask.cli import AppGroup
 
 from .filters import iso
 from .kinds import KINDS
-from .service import NotRetryable, OverLimit, UploadGone, service
+from .listing import matching_jobs
+from .service import BULK_ACTIONS, NotRetryable, OverLimit, UploadGone, service
 from .store import STATES, Job, JobNotFound, JobPurged, StoreUnavailable
 
 
@@ -86,6 +87,21 @@ def purge(job_ids: tuple[str, ...]) -> None:
         load(job_id)
         service().store.purge(job_id)
         click.echo(f"purged {job_id}")
+
+
+@jobs.command("bulk")
+@click.argument("action", type=click.Choice(sorted(BULK_ACTIONS)))
+@click.option("--state", type=click.Choice(STATES), help="Only jobs in this state.")
+@click.option("--kind", type=click.Choice(sorted(KINDS)), help="Only jobs of this kind.")
+@click.option("--owner", help="Only this owner's jobs.")
+@click.option("--label", help="Only jobs whose label has these words.")
+@click.option("--yes", is_flag=True, help="Do it without asking.")
+def bulk(action: str, state: str | None, kind: str | None, owner: str | None, label: str | None, yes: bool) -> None:
+    """Cancel, retry or purge every job matching the filter, after saying how many that is."""
+    matching = matching_jobs(service().store, state, kind, label, owner)
+    if not yes:
+        click.confirm(f"{len(matching)} jobs match; {action} them?", abort=True)
+    click.echo(f"{action}: acted on {service().act_on_all(action, matching)} of {len(matching)} matching jobs")
 
 
 @jobs.command("reap")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from werkzeug.exceptions import BadRequest
 
 from .kinds import KINDS
-from .store import STATES, JobStore
+from .store import STATES, Job, JobStore
 
 #: Jobs on one page of a list.
 PAGE_SIZE = 20
@@ -74,3 +74,22 @@ def job_listing(store: JobStore, query: ListQuery, owner: str | None, everyone: 
         "kinds": KINDS,
         "poll": LIST_POLL_SECONDS if any(not job.terminal for job in jobs) else None,
     }
+
+
+#: The most jobs one bulk action acts on; run it again for more.
+BULK_LIMIT = 10_000
+
+
+def matching_jobs(
+    store: JobStore, state: str | None, kind: str | None, label: str | None, owner: str | None = None
+) -> list[Job]:
+    """Every job (up to ``BULK_LIMIT``) that a filter matches, newest first, read a page at a time."""
+    jobs: list[Job] = []
+    cursor = None
+    while len(jobs) < BULK_LIMIT:
+        page = store.list(owner=owner, state=state, kind=kind, label=label, before=cursor, limit=500)
+        jobs += page
+        if len(page) < 500:
+            break
+        cursor = (page[-1].created_at, page[-1].id)
+    return jobs[:BULK_LIMIT]

@@ -41,6 +41,10 @@ class OverLimit(Exception):
     """An owner is at one of the fair-use limits; ``message`` says which and what to do."""
 
 
+#: What a bulk action does, in the words of its confirmation.
+BULK_ACTIONS = {"cancel": "cancel", "retry": "run again", "purge": "purge (delete with their uploads)"}
+
+
 class Tasklight:
     """The store and the queue, with the operations that keep them in step."""
 
@@ -158,6 +162,22 @@ class Tasklight:
         new = self.submit(KINDS[job.kind], job.owner, inputs, options, upload, job.id, label, scheduled_for)
         self.store.update(job.id, {"retried_by": new.id})
         return new
+
+    def act_on_all(self, action: str, jobs: list[Job]) -> int:
+        """Cancel, retry or purge each of ``jobs`` that the action applies to; return how many it acted on."""
+        done = 0
+        for job in jobs:
+            if action == "cancel" and not job.terminal:
+                self.cancel(job)
+            elif action == "retry" and job.retryable and not job.retried_by:
+                with contextlib.suppress(UploadGone, OverLimit):
+                    self.retry(job)
+            elif action == "purge":
+                self.store.purge(job.id)
+            else:
+                continue
+            done += 1
+        return done
 
     def kept_upload(self, job: Job) -> Upload | None:
         """The file uploaded with ``job``, to run it again.
