@@ -57,14 +57,16 @@ def test_every_response_carries_the_security_headers(client, method, path):
 
 
 @sqlite_only
-def test_job_pages_and_fragments_are_private(client):
+def test_job_pages_and_json_are_never_stored_and_fragments_are_revalidated(client):
     job_id = job_id_from(submit(client, "timer", {"seconds": "1"}))
-    for path in (f"/jobs/{job_id}", f"/jobs/{job_id}/status", "/jobs"):
+    for path in (f"/jobs/{job_id}", f"/jobs/{job_id}/status", "/jobs", "/jobs/new/timer"):
         for accept in ("text/html", "application/json"):
-            cache_control = client.get(path, headers={"Accept": accept}).headers["Cache-Control"]
-            directives = {part.strip() for part in cache_control.split(",")}
-            assert {"private", "no-cache"} <= directives, (path, accept, cache_control)
-            assert "public" not in directives
+            response = client.get(path, headers={"Accept": accept})
+            directives = {part.strip() for part in response.headers["Cache-Control"].split(",")}
+            fragment = path.endswith("/status") and accept == "text/html"
+            assert directives == ({"private", "no-cache"} if fragment else {"no-store"}), (path, accept, directives)
+            # The same URL answers JSON or HTML by Accept, so a cache must keep them apart.
+            assert "Accept" in response.headers["Vary"], (path, accept)
 
 
 def session_cookie(response) -> str:

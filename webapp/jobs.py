@@ -158,9 +158,10 @@ def to_job(job: Job, data: dict, status: int, message: str | None = None) -> Res
 
 
 @bp.after_request
-def vary_on_accept(response: Response) -> Response:
+def private_and_varying(response: Response) -> Response:
+    """Job pages and JSON are private and change: never stored. Every answer here depends on Accept."""
     response.vary.add("Accept")
-    response.headers.setdefault("Cache-Control", "private, no-cache")
+    response.headers.setdefault("Cache-Control", "no-store")
     return response
 
 
@@ -238,6 +239,8 @@ def status(job_id: str):
     else:
         response = Response(render_template("partials/job_status_swap.html", **context))
     response.set_etag(tag)
+    # The browser may keep a fragment, but must ask again each time: its ETag then makes the answer a 304.
+    response.headers["Cache-Control"] = "private, no-cache"
     return response
 
 
