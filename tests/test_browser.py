@@ -360,3 +360,108 @@ def test_csp_violations_would_be_caught(browser, live_server, backend):
     assert any("CSP violation: style-src" in error for error in recorder.errors), recorder.errors
     assert any("CSP violation: script-src" in error for error in recorder.errors), recorder.errors
     context.close()
+
+
+#: What the page on screen is: its type, its job's state (on the job's page, or its row in My jobs), and whether its
+#: document came from the browser's cache.
+DOCUMENT = """() => {
+  const entry = performance.getEntriesByType("navigation")[0];
+  const status = document.querySelector("#job-status, tr[data-id]");
+  return {type: document.contentType, html: !!document.querySelector("main h1"), path: location.pathname,
+          state: status && status.dataset.state, navigation: entry.type,
+          fromCache: entry.deliveryType === "cache" || entry.transferSize === 0};
+}"""
+
+#: The job's JSON, fetched from the page as a script of its own would, through the browser's HTTP cache.
+FETCH_JSON = """async (url) => {
+  const response = await fetch(url, {headers: {Accept: "application/json"}});
+  const body = await response.text();
+  let state = null;
+  try { state = JSON.parse(body).state; } catch (error) { state = `not JSON: ${body.slice(0, 40)}`; }
+  return {type: response.headers.get("content-type"), cacheControl: response.headers.get("cache-control"),
+          vary: response.headers.get("vary"), state};
+}"""
+
+#: The steps of walk_back_and_forth that land on a page by Back or Forward.
+HISTORY_STEPS = ("back after it succeeded", "back after its JSON was fetched", "forward to My jobs", "back again")
+
+
+@pytest.fixture
+def steady_page(open_context, make_app, live_server) -> Page:
+    """A page whose session cookie stays the same throughout, as it does within a second.
+
+    Flask signs a permanent session again on every answer, with the time in it, and every page answer says
+    ``Vary: Cookie``; a new cookie would send the browser to the server and hide what its cache would have shown.
+    A session that is not permanent keeps its cookie, so the test sees the cache at its most eager.
+    """
+    context, _ = open_context()
+    app = make_app()  # the same secret key as the live server's, to sign the cookie
+    cookie = app.session_interface.get_signing_serializer(app).dumps({"owner": "back-and-forth"})
+    context.add_cookies([{"name": app.config["SESSION_COOKIE_NAME"], "value": cookie, "url": live_server}])
+    return context.new_page()
+
+
+def walk_back_and_forth(page: Page, start_consumer, job_id: str) -> dict[str, dict]:
+    """Open the job's page while it waits, let it succeed, fetch its JSON, walk away and back: what each step showed."""
+    seen = {}
+    cookies = page.context.cookies()
+
+    def away_and_back(label: str) -> None:
+        page.click("header.site >> text=My jobs")
+        page.wait_for_url("**/jobs")
+        page.go_back()
+        assert job_id_of(page) == job_id
+        seen[label] = page.evaluate(DOCUMENT)
+
+    # A plain GET of the page, so that this very document is what a cache would hold.
+    page.goto(f"/jobs/{job_id}")
+    seen["opened while queued"] = page.evaluate(DOCUMENT)
+    start_consumer()
+    wait_for_state(page, "succeeded")
+    away_and_back("back after it succeeded")
+    seen["its JSON fetched"] = page.evaluate(FETCH_JSON, f"/jobs/{job_id}")
+    away_and_back("back after its JSON was fetched")
+    page.go_forward()
+    page.wait_for_url("**/jobs")
+    seen["forward to My jobs"] = page.evaluate(DOCUMENT)
+    page.go_back()
+    assert job_id_of(page) == job_id
+    seen["back again"] = page.evaluate(DOCUMENT)
+    assert page.context.cookies() == cookies, "the session cookie changed, so the cache was not put to the test"
+    return seen
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_back_and_forward_never_show_json_or_an_htmx_snapshot(steady_page, start_consumer, backend):
+    """Back to a job's page after a script fetched its JSON from that page shows the HTML page, not the JSON."""
+    page = steady_page
+    job_id = submit(page, "timer", seconds="1")
+    # htmx 2 keeps no snapshots of pages for its history, which could hold a stale or private page.
+    assert page.evaluate("htmx.config.historyCacheSize") == 0
+    seen = walk_back_and_forth(page, start_consumer, job_id)
+    fetched = seen["its JSON fetched"]
+    assert (fetched["type"], fetched["state"]) == ("application/json", "succeeded")
+    for label in HISTORY_STEPS:
+        shown = seen[label]
+        assert (shown["type"], shown["html"], shown["navigation"]) == ("text/html", True, "back_forward"), label
+    assert page.evaluate("sessionStorage.getItem('htmx-history-cache')") is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_back_and_forward_show_the_job_as_it_is_now(steady_page, start_consumer, backend):
+    """After a job ends, Back shows it succeeded, fetched again: job pages and JSON say no-store, fragments no-cache."""
+    page = steady_page
+    job_id = submit(page, "timer", seconds="1")
+    html = page.request.get(f"/jobs/{job_id}")
+    fragment = page.request.get(f"/jobs/{job_id}/status")
+    assert fragment.headers["cache-control"] == "private, no-cache" and fragment.headers["etag"]
+    seen = walk_back_and_forth(page, start_consumer, job_id)
+    assert seen["opened while queued"]["state"] == "queued"
+    fetched = seen["its JSON fetched"]
+    for vary in (html.headers["vary"], fragment.headers["vary"], fetched["vary"]):
+        assert "Accept" in [part.strip() for part in vary.split(",")], vary
+    for label in HISTORY_STEPS:
+        assert seen[label]["state"] == "succeeded", f"{label}: {seen[label]}"
+        if seen[label]["path"] != "/jobs":  # My jobs is not a job page; the contract leaves its caching open
+            assert not seen[label]["fromCache"], f"{label}: the page came from the browser's cache"
+    assert (html.headers["cache-control"], fetched["cacheControl"]) == ("no-store", "no-store")

@@ -13,7 +13,7 @@ import pytest
 from bs4 import BeautifulSoup
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from webapp import profiling
+from webapp import filters, profiling
 from webapp.profiling import CsvFormatError, CsvLimits, profile_csv
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -476,13 +476,20 @@ def fake_url_for(endpoint: str, **values) -> str:
     return f"/{endpoint}/{values.get('fmt')}"
 
 
+def render(result: dict) -> str:
+    """The partial for a job with ``result``, without an app: strict about undefined names, with the app's filters."""
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
+    env.filters["number"] = filters.number
+    return env.get_template("results/csv_profile.html").render(
+        job=SimpleNamespace(id="job1", result=result), url_for=fake_url_for
+    )
+
+
 def test_partial_escapes_and_draws_histograms():
     hostile = '<script>alert(1)</script>,"""><img src=x>",n,x'
     rows = "".join(f"{i},<b>{i}</b>,{i / 4},{i % 3}\n" for i in range(20))
     result = profile(f"{hostile}\n{rows}")
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True)
-    job = SimpleNamespace(id="job1", result=result)
-    html = env.get_template("results/csv_profile.html").render(job=job, url_for=fake_url_for)
+    html = render(result)
     soup = BeautifulSoup(html, "html.parser")
     assert soup.find("script") is None and soup.find("img") is None and soup.find("b") is None
     assert "<script>alert(1)</script>" in soup.get_text()
@@ -494,17 +501,41 @@ def test_partial_escapes_and_draws_histograms():
     numeric = [c for c in result["columns"] if c["type"] in ("integer", "number")]
     assert len(svgs) == len(numeric) == 3
     for svg, column in zip(svgs, numeric, strict=True):
-        assert svg["aria-label"] == f"Histogram of {column['name']}"
+        assert svg["role"] == "img"
+        assert svg["aria-label"].startswith(f"Histogram of {column['name']}: 20 rows from 0 to ")
         assert len(svg.find_all("rect")) == len(column["histogram"])
         assert all(rect["class"] == ["bar"] and rect.title for rect in svg.find_all("rect"))
 
 
+def test_histograms_name_their_ranges_counts_and_axes():
+    """Each bar's <title> gives its range and count; the label sums the picture up; the axes are there to see."""
+    result = profile("n,x\n" + "".join(f"{n},{x}\n" for n, x in [(1, 0.5), (2, 0.5), (2, 0.5), (4, 0.5), (1500, 0.5)]))
+    chart, single = BeautifulSoup(render(result), "html.parser").select(".chart")
+    svg = chart.find("svg")
+    assert svg["aria-label"] == "Histogram of n: 5 rows from 1 to 1,500 in 10 bins; the fullest holds 4 rows"
+    titles = [rect.title.get_text() for rect in svg.find_all("rect")]
+    assert titles[0] == "1–150.9: 4 rows"
+    assert titles[1:9] == [
+        f"{lo}–{hi}: 0 rows"
+        for lo, hi in pairwise(["150.9", "300.8", "450.7", "600.6", "750.5", "900.4", "1,050", "1,200", "1,350"])
+    ]
+    assert titles[9] == "1,350–1,500: 1 row"
+    heights = [float(rect["height"]) for rect in svg.find_all("rect")]
+    assert heights[0] == 30 and heights[9] == 7.5 and set(heights[1:9]) == {0}
+    assert chart.select_one(".tallest").get_text() == "4"
+    assert [span.get_text() for span in chart.select(".axis span")] == ["1", "1,500"]
+
+    # One value in one bin: no range to speak of.
+    assert single.find("svg")["aria-label"] == "Histogram of x: 5 rows, all 0.5"
+    assert [rect.title.get_text() for rect in single.find_all("rect")] == ["0.5: 5 rows"]
+    assert [span.get_text() for span in single.select(".axis span")] == ["0.5"]
+    # The figures beside the bars are for the eye; screen readers have them in the label.
+    assert all(span["aria-hidden"] == "true" for span in single.select(".chart > span"))
+
+
 def test_partial_shows_capped_distinct_and_formats_numbers(monkeypatch):
     monkeypatch.setattr(profiling, "DISTINCT_CAP", 2)
-    result = profile("v,n\na,1.5\nb,1.5\nc,4\n")
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
-    job = SimpleNamespace(id="job1", result=result)
-    html = env.get_template("results/csv_profile.html").render(job=job, url_for=fake_url_for)
+    html = render(profile("v,n\na,1.5\nb,1.5\nc,4\n"))
     cells = [
         [td.get_text(strip=True) for td in tr.find_all("td")] for tr in BeautifulSoup(html, "html.parser").tbody("tr")
     ]

@@ -1,8 +1,9 @@
 """Template filters that turn record values into words for people, and the form fields' ARIA attributes."""
 
+import math
 import time
 
-from flask import Flask
+from flask import Flask, current_app
 
 LABELS = {
     "queued": "Queued",
@@ -17,9 +18,10 @@ LABELS = {
 
 
 def init_app(app: Flask) -> None:
-    for function in (iso, when, filesize, duration, relative, state_label):
+    for function in (iso, when, filesize, duration, iso_duration, number, relative, state_label):
         app.add_template_filter(function)
     app.add_template_global(aria)
+    app.add_template_global(run_time)
 
 
 def aria(field) -> dict[str, str]:
@@ -62,6 +64,36 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def iso_duration(seconds: float) -> str:
+    """A duration as HTML's <time datetime> takes it: "PT75.250S"."""
+    return f"PT{max(seconds, 0):.3f}S"
+
+
+def run_time(job) -> float | None:
+    """Seconds a job has run: start to end once it has ended, start to now (by the store's clock) while it runs.
+
+    None when nothing is running and nothing ran to an end: never started, or waiting between attempts.
+    """
+    if job.started_at is None:
+        return None
+    if job.finished_at is not None:
+        return max(job.finished_at - job.started_at, 0.0)
+    if job.state == "running":
+        return max(current_app.extensions["tasklight"].store.now() - job.started_at, 0.0)
+    return None
+
+
+def number(value: float) -> str:
+    """A number from a file, short and exact enough to read: "1,880,919", "463.9", "0.0125", "1.798e+308"."""
+    if not math.isfinite(value):
+        return str(value)
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    if 1e3 <= abs(value) < 1e15:
+        return f"{value:,.0f}"
+    return f"{value:,.4g}"
 
 
 def relative(timestamp: float, now: float) -> str:
