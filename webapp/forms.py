@@ -266,12 +266,11 @@ class TimerForm(JobForm):
     )
 
     def inputs(self) -> dict:
-        return {
-            "seconds": float(self.seconds.data),
-            "fail": bool(self.fail.data),
-            # Absent unless DIAGNOSTICS is on: a submitted value is then ignored.
-            "crash_attempts": int(self.crash_attempts.data or 0) if self.crash_attempts else 0,
-        }
+        inputs = {"seconds": float(self.seconds.data), "fail": bool(self.fail.data)}
+        # A testing aid: its field is absent unless DIAGNOSTICS is on, and it is recorded only when used.
+        if self.crash_attempts and self.crash_attempts.data:
+            inputs["crash_attempts"] = int(self.crash_attempts.data)
+        return inputs
 
     def options(self) -> dict:
         options = {}
