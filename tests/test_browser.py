@@ -116,6 +116,8 @@ def wait_for_state(page: Page, *states: str) -> None:
 def submit(page: Page, kind: str, **fields: str) -> str:
     """Fill in a kind's form as a person would, send it, and return the new job's id."""
     page.goto(f"/jobs/new/{kind}")
+    if fields.get("label"):
+        page.fill("#label", fields["label"])
     if kind == "timer":
         page.fill("#seconds", fields.get("seconds", "1"))
         if fields.get("fail"):
@@ -178,6 +180,23 @@ def test_fragment_swaps_to_the_result_and_polling_stops(open_context, start_cons
         assert page.evaluate("window.__marker") == 1, f"the {kind} page was reloaded"
         assert recorder.navigated(page) == loaded[kind], f"the {kind} page navigated"
         assert page.get_attribute("#job-status", "hx-trigger") is None
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_the_tab_title_and_the_open_timeline_follow_the_job(open_context, start_consumer, backend, javascript):
+    """A person who switched tabs sees the state in the title; a timeline they opened stays open while it updates."""
+    context, _ = open_context(javascript=javascript)
+    page = context.new_page()
+    submit(page, "timer", seconds="2", label="Tab test")
+    assert page.title() == "Queued · Tab test · Tasklight"
+    page.click("details.timeline summary")
+    start_consumer()
+    page.wait_for_function("() => document.title.startsWith('Running')", timeout=20_000)
+    wait_for_state(page, "succeeded")
+    page.wait_for_function("() => document.title === 'Succeeded · Tab test · Tasklight'", timeout=20_000)
+    if javascript:  # Without JavaScript the page reloads, and a reloaded <details> starts closed.
+        assert page.locator("details.timeline").get_attribute("open") is not None
+        page.wait_for_selector("#job-timeline li[data-event=succeeded]")
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
