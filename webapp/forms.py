@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from flask import current_app
 from flask_wtf import FlaskForm
@@ -75,13 +76,19 @@ class TimerForm(JobForm):
     time_limit = DecimalField(
         "Time limit (seconds)",
         places=None,
-        validators=[Optional(), NumberRange(min=0.1, max=7200, message="Enter 0.1 to 7200 seconds, or nothing.")],
+        validators=[
+            Optional(),
+            NumberRange(min=Decimal("0.1"), max=7200, message="Enter 0.1 to 7200 seconds, or nothing."),
+        ],
         description="Stop the job if it runs longer than this.",
     )
     start_within = DecimalField(
         "Start within (seconds)",
         places=None,
-        validators=[Optional(), NumberRange(min=0.1, max=86400, message="Enter 0.1 to 86400 seconds, or nothing.")],
+        validators=[
+            Optional(),
+            NumberRange(min=Decimal("0.1"), max=86400, message="Enter 0.1 to 86400 seconds, or nothing."),
+        ],
         description="If no worker starts the job in time, it expires without running.",
     )
 
