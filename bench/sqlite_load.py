@@ -40,9 +40,9 @@ def start_web(stack: ExitStack, settings: dict, log: Path, workers: int) -> str:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if requests.get(base + "/", timeout=2).status_code == 200:
+            if requests.get(base + "/", timeout=5).status_code == 200:
                 return base
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.1)
     raise SystemExit(f"gunicorn did not start; see {log}")
 

@@ -109,9 +109,9 @@ class Gunicorn:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                requests.get(self.base + "/", timeout=2)
+                requests.get(self.base + "/", timeout=5)
                 return self
-            except requests.ConnectionError:
+            except requests.RequestException:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.stop()
                     pytest.fail("gunicorn did not start: " + self.output()[-3000:])
