@@ -209,7 +209,10 @@ def one_charset(ctx, response, case) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=15, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+# Derandomized, and with no example database, so no run depends on an earlier one. Hypothesis also draws values
+# from constants in the project's own modules, so the requests change when the code (or the set of test modules
+# loaded) does: that is how the whole suite once found the unreadable field name that security.py now refuses.
+@settings(max_examples=15, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_api_agrees_with_its_document(case, api):
     generated = case.path_parameters.get("id") if case.path_parameters else None
     if isinstance(generated, str) and len(generated) == 32 and all(c in "0123456789abcdef" for c in generated):
