@@ -63,6 +63,14 @@ def test_validation_errors_are_400_with_a_message_per_field(client):
     assert all(isinstance(message, str) for message in body["fields"].values())
 
 
+@pytest.mark.parametrize("field", ["time_limit", "start_within"])
+def test_the_smallest_value_a_message_offers_is_accepted(client, field):
+    """The form says "Enter 0.1 to …", so 0.1 itself is valid, typed as text or sent as a JSON number."""
+    assert api_submit(client, {"seconds": "1", field: "0.1"}).status_code == 202
+    assert api_submit(client, None, json={"seconds": 1, field: 0.1}).status_code == 202
+    assert api_submit(client, {"seconds": "1", field: "0.09"}).status_code == 400
+
+
 def test_submit_without_csrf_header_is_400_json(client):
     client.get("/jobs/new/timer", headers=JSON)
     response = client.post("/jobs/new/timer", data={"seconds": "1"}, headers=JSON)

@@ -30,3 +30,11 @@ def test_store_down_answers_503_pages_and_loses_nothing(down_app):
     assert client.get("/jobs").status_code == 503
     json = client.get("/jobs/" + "a" * 32, headers={"Accept": "application/json"})
     assert json.status_code == 503 and "cannot be reached" in json.get_json()["error"]
+
+
+def test_a_method_not_allowed_names_the_allowed_ones(client):
+    """A 405 keeps werkzeug's Allow header through the app's own error page (RFC 9110 requires it)."""
+    for headers in ({}, {"Accept": "application/json"}):
+        response = client.delete("/jobs", headers=headers)
+        assert response.status_code == 405
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}

@@ -291,3 +291,20 @@ def test_the_file_itself_gets_the_exact_upload_limit(client, app, extra, status)
     )
     response = client.post("/jobs/new/checksum", data=body, content_type="multipart/form-data; boundary=b")
     assert response.status_code == status
+
+
+@sqlite_only
+@pytest.mark.parametrize("headers", [{}, {"Accept": "application/json"}])
+def test_a_form_field_whose_name_cannot_be_read_is_a_400_not_a_500(client, headers):
+    """A multipart part named ``"\\"`` (an unfinished quoted string) reaches the app with the name None."""
+    token = csrf_token(client, "/jobs/new/csv_profile")
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="\\"\r\n\r\n61\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n' + token.encode() + b"\r\n--b--\r\n"
+    )
+    for data in (body, body.replace(b"csrf_token", b"other")):
+        response = client.post(
+            "/jobs/new/csv_profile", data=data, headers={"Content-Type": "multipart/form-data; boundary=b", **headers}
+        )
+        assert response.status_code == 400, response.get_data(as_text=True)[:300]
+        assert "cannot be read" in response.get_data(as_text=True)

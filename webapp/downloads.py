@@ -22,6 +22,7 @@ class Download:
     """A file to send: its content, its media type and the name to save it as."""
 
     content: bytes
+    #: Without a charset: a text type is sent as UTF-8, and says so, by ``send_file`` itself.
     mimetype: str
     filename: str
 
@@ -34,7 +35,7 @@ def checksum_formats(job: Job) -> tuple[str, ...]:
 def checksum_download(job: Job, fmt: str) -> Download:
     """The same line as ``sha256sum`` and friends print, so ``sha256sum -c`` can check the file."""
     line = f"{job.result['hexdigest']}  {upload_name(job, safe=False)}\n"
-    return Download(line.encode(), "text/plain; charset=utf-8", f"{upload_name(job, safe=True)}.{fmt}")
+    return Download(line.encode(), "text/plain", f"{upload_name(job, safe=True)}.{fmt}")
 
 
 def profile_formats(job: Job) -> tuple[str, ...]:
@@ -47,7 +48,7 @@ def profile_download(job: Job, fmt: str) -> Download:
     if fmt == "json":
         body = json.dumps(job.result, indent=2, ensure_ascii=False) + "\n"
         return Download(body.encode(), "application/json", f"{stem}-profile.json")
-    return Download(profile_as_csv(job.result).encode(), "text/csv; charset=utf-8", f"{stem}-profile.csv")
+    return Download(profile_as_csv(job.result).encode(), "text/csv", f"{stem}-profile.csv")
 
 
 def upload_name(job: Job, safe: bool) -> str:

@@ -2,7 +2,7 @@
 
 import uuid
 
-from flask import Flask, current_app
+from flask import Flask, current_app, make_response
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -58,7 +58,11 @@ def http_error(exc: HTTPException):
     if exc.code == 413:
         limit = current_app.config["MAX_UPLOAD_BYTES"]
         message = f"The upload is larger than the limit of {limit / 1048576:.0f} MiB. Choose a smaller file."
-    return error_page(exc.code or 500, titles.get(exc.code, exc.name), message)
+    response = make_response(error_page(exc.code or 500, titles.get(exc.code, exc.name), message))
+    # A 405 names the methods the URL does take (RFC 9110, 15.5.6), as werkzeug's own answer would.
+    if getattr(exc, "valid_methods", None):
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
 
 
 def internal_error(exc: InternalServerError):
