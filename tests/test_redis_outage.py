@@ -210,15 +210,6 @@ def test_an_outage_is_a_503_and_the_service_resumes_by_itself(
 
 
 @redis_only
-@pytest.mark.xfail(
-    strict=True,
-    reason="An outage turns a live job lost, two ways. (1) The body's next progress report raises StoreUnavailable "
-    "(JobContext.report -> write -> store.update); Worker.run takes it for an unexpected error, its RETRYING write "
-    "fails too, and so does Huey's re-queue of the retry: the attempt is gone and the record stays running. "
-    "(2) Even a body that does not report (stubborn_tasks) is marked lost after a restart: its last heartbeat_at "
-    "is from before the outage, and JobStore.get's is_stale check on the first poll wins the race against the "
-    "worker's first beat afterwards (mark_lost re-checks is_stale, but by the same stale heartbeat).",
-)
 @pytest.mark.parametrize("kind", ["restart", "hang"])
 def test_an_outage_longer_than_the_heartbeat_timeout_does_not_turn_a_live_job_lost(
     outage_settings, make_app, start_consumer, durable_redis, kind
@@ -245,11 +236,6 @@ def test_an_outage_longer_than_the_heartbeat_timeout_does_not_turn_a_live_job_lo
 
 
 @redis_only
-@pytest.mark.xfail(
-    strict=True,
-    reason="A submit that meets a store outage answers the generic 503 error page; the form is not shown again "
-    "with the values the person typed (the README's contract for 400 does that, not yet the 503).",
-)
 def test_a_submit_during_an_outage_keeps_the_form_values(outage_settings, make_app, durable_redis):
     app = make_app(TESTING=False)
     with serving(app) as (host, port):

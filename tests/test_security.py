@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from bs4 import BeautifulSoup
-from helpers import csrf_token, job_id_from, serving, soup, submit, wait_for
+from helpers import JSON, csrf_token, job_id_from, serving, soup, submit, wait_for
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -91,6 +91,17 @@ def test_session_cookie_is_secure_behind_tls(make_app, monkeypatch):
     cookie = session_cookie(app.test_client().get("/jobs/new/timer", base_url="https://localhost"))
     attributes = {part.strip().lower() for part in cookie.split(";")}
     assert {"secure", "httponly", "samesite=lax"} <= attributes
+
+
+@sqlite_only
+def test_behind_tls_the_links_the_app_builds_say_https(make_app, monkeypatch):
+    monkeypatch.setenv("TASKLIGHT_BEHIND_TLS", "1")
+    # CSRF is off here only because its Secure cookie would not come back over this test's plain HTTP.
+    client = make_app(WTF_CSRF_ENABLED=False).test_client()
+    # The proxy that terminates HTTPS speaks plain HTTP to the app, and says what the browser used.
+    proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "jobs.example.org"}
+    response = client.post("/jobs/new/timer", data={"seconds": "1"}, headers={**JSON, **proxy})
+    assert response.get_json()["url"].startswith("https://jobs.example.org/jobs/")
 
 
 @sqlite_only

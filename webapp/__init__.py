@@ -6,6 +6,7 @@ from dataclasses import asdict
 
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Settings
 
@@ -35,6 +36,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     app.config.update({k: v for k, v in (test_config or {}).items() if not hasattr(settings, k)})
 
+    if settings.BEHIND_TLS:
+        # Behind the proxy that terminates HTTPS, trust its word on the scheme, host and client, so that the
+        # links the app builds (the JSON's url, share links) say https.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
     store = open_store(settings)
     queue = JobQueue(settings, store)
     app.extensions["tasklight"] = Tasklight(store, queue, settings.MAX_ACTIVE_JOBS, settings.MAX_STORED_UPLOAD_BYTES)

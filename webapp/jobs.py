@@ -25,7 +25,7 @@ from .kinds import KINDS, Kind
 from .listing import ListQuery, job_listing
 from .negotiate import respond, wants_json
 from .service import NotRetryable, UploadGone, service
-from .store import RUNNING, SUCCEEDED, Job, JobNotFound
+from .store import RUNNING, SUCCEEDED, Job, JobNotFound, StoreUnavailable
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
@@ -203,17 +203,22 @@ def submit(kind_name: str):
         data = {"error": "The form has errors.", "fields": {name: " ".join(e) for name, e in form.errors.items()}}
         return respond(data, "pages/form.html", 400, kind=kind, form=form, source=source)
     label, scheduled_for = form.label.data or "", form.scheduled_for()
-    if source:
-        try:
+    try:
+        if source:
             upload = form.upload() or service().kept_upload(source)
-        except UploadGone as exc:
-            return to_job(source, {"error": str(exc)}, 409, str(exc))
-        job = service().rerun(source, form.inputs(), form.options(), upload, label, scheduled_for)
-    else:
-        owner = current_owner(create=True)
-        job = service().submit(
-            kind, owner, form.inputs(), form.options(), form.upload(), label=label, scheduled_for=scheduled_for
-        )
+            job = service().rerun(source, form.inputs(), form.options(), upload, label, scheduled_for)
+        else:
+            owner = current_owner(create=True)
+            job = service().submit(
+                kind, owner, form.inputs(), form.options(), form.upload(), label=label, scheduled_for=scheduled_for
+            )
+    except UploadGone as exc:
+        return to_job(source, {"error": str(exc)}, 409, str(exc))
+    except StoreUnavailable:
+        if wants_json():
+            raise
+        # Nothing was recorded; the form comes back with what the person typed, to send again in a moment.
+        return render_template("pages/form.html", kind=kind, form=form, source=source, unavailable=True), 503
     return to_job(job, job_json(job), 202)
 
 

@@ -43,6 +43,7 @@ from .store import (
     TIMEOUT,
     Job,
     JobStore,
+    StoreUnavailable,
     clip,
     open_store,
 )
@@ -66,7 +67,8 @@ class Superseded(Exception):
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process, as "host:pid"; the host is ``HOSTNAME`` when set, as in a container, else the system's name."""
+    return f"{os.environ.get('HOSTNAME') or socket.gethostname()}:{os.getpid()}"
 
 
 class JobContext:
@@ -123,7 +125,11 @@ class JobContext:
         now = time.monotonic()
         if now - self._last_write >= self.min_interval:
             self._last_write = now
-            self.write({"heartbeat_at": self.store.now()})
+            try:
+                self.write({"heartbeat_at": self.store.now()})
+            except StoreUnavailable:
+                # The store is out, not the job: keep the report for the next write and work on.
+                logger.warning("job %s could not report progress; the store is unreachable", self.job_id)
 
     def _unwritten(self) -> dict:
         """The reports, log lines and progress milestone that have not reached the store yet."""
@@ -153,15 +159,34 @@ class JobContext:
         return job
 
     def finish(self, state: str, changes: dict) -> Job | None:
-        """End this attempt's job in ``state``, with whatever it has not written yet."""
+        """End this attempt's job in ``state``, with whatever it has not written yet.
+
+        A store that is out is waited for, a while: the outcome is the one write a job must not lose.
+        """
         unwritten = self._unwritten()
         unwritten.pop("event", None)  # The ending is an event of its own.
         guard = {"states": {RUNNING}, "attempt": self.attempt, "known": self.record}
-        return self.store.finish(self.job_id, state, {**unwritten, **changes}, **guard)
+        return until_reachable(lambda: self.store.finish(self.job_id, state, {**unwritten, **changes}, **guard))
 
     def open_upload(self) -> BinaryIO:
         """The file uploaded with the job, read from the store so that any host can run it."""
         return io.BytesIO(self.store.upload_content(self.job_id) or b"")
+
+
+#: How long the writes that end an attempt wait for a store that is out, and how often they try again.
+ENDING_PATIENCE, ENDING_RETRY = 60.0, 0.5
+
+
+def until_reachable(write: Callable[[], Job | None]) -> Job | None:
+    """``write()``, tried again while the store is unreachable, for up to ``ENDING_PATIENCE`` seconds."""
+    deadline = time.monotonic() + ENDING_PATIENCE
+    while True:
+        try:
+            return write()
+        except StoreUnavailable:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(ENDING_RETRY)
 
 
 def quarter(progress: dict) -> int:
@@ -349,7 +374,8 @@ class Worker:
                     retry_at = self.store.now() + task.retry_delay
                     event["message"] = f"Attempt {job.attempt} failed unexpectedly; it will be tried again."
                     changes = {"traceback": details, "state": RETRYING, "next_attempt_at": retry_at, "event": event}
-                    self.store.update(job_id, changes, states={RUNNING}, attempt=job.attempt, known=context.record)
+                    guard = {"states": {RUNNING}, "attempt": job.attempt, "known": context.record}
+                    until_reachable(lambda: self.store.update(job_id, changes, **guard))
                 else:
                     context.finish(FAILED, {"traceback": details, "error": job.failure(), "event": event})
                 raise
