@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from helpers import csrf_token, serving, soup
 from playwright.sync_api import Page
-from test_checkers import HOLD_STILL, OWNER, SETTLED, inject_axe, make_jobs
+from test_checkers import OWNER, axe_violations, make_jobs
 
 from webapp.store import Job, new_id
 
@@ -109,16 +109,7 @@ def dark_page(make_app, browser) -> Iterator[tuple[Page, dict[str, str]]]:
 
 def contrast_violations(page: Page) -> list[str]:
     """axe-core's color-contrast rule alone, on the page as it stands; a line per element that fails it."""
-    inject_axe(page)
-    if page.evaluate("typeof htmx === 'object'"):
-        page.evaluate(HOLD_STILL)
-        page.wait_for_function(SETTLED)
-    results = page.evaluate("async () => await axe.run({runOnly: ['color-contrast']})")
-    return [
-        f"{node['target']}: {node['failureSummary']}"
-        for violation in results["violations"]
-        for node in violation["nodes"]
-    ]
+    return axe_violations(page, ["color-contrast"])
 
 
 def lightness(page: Page, selector: str, prop: str) -> float:
