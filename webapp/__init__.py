@@ -19,6 +19,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .kinds import KINDS
     from .queue import JobQueue
     from .service import Tasklight
+    from .sessions import SessionInterface
     from .store import open_store
 
     settings = Settings.load(test_config)
@@ -29,11 +30,14 @@ def create_app(test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.BEHIND_TLS,
+        # A poll does not re-sign the cookie; SessionInterface refreshes an unchanged one once a day.
+        SESSION_REFRESH_EACH_REQUEST=False,
         WTF_CSRF_TIME_LIMIT=None,
         # The request may carry a few form fields beside the largest upload; the upload itself gets the exact limit.
         MAX_CONTENT_LENGTH=settings.MAX_UPLOAD_BYTES + 64 * 1024,
     )
     app.config.update({k: v for k, v in (test_config or {}).items() if not hasattr(settings, k)})
+    app.session_interface = SessionInterface()
 
     store = open_store(settings)
     queue = JobQueue(settings, store)

@@ -1,0 +1,68 @@
+"""The session cookie: signed again when the session changes, not on every status poll."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from flask import Flask, Request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+
+class SignedSession(SecureCookieSession):
+    #: When the cookie this session came from was signed; None for a new session.
+    signed_at: datetime | None = None
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with the cookie sent only when it has something new to say.
+
+    Flask re-signs and re-sends a permanent session's cookie on every response
+    (``SESSION_REFRESH_EACH_REQUEST``), only to push its expiry forward: a
+    signature and a ``Set-Cookie`` per status poll. Here the cookie is sent when
+    the session changes, and otherwise at most once per ``refresh_after``, so a
+    browser that keeps coming back keeps its session, as before, within a day.
+    The serializer is made once per secret key, not twice per request.
+    """
+
+    session_class = SignedSession
+    #: A permanent session's unchanged cookie is signed again, with a new expiry, once it is this old.
+    refresh_after = timedelta(days=1)
+
+    def __init__(self) -> None:
+        self._serializers: dict[tuple, URLSafeTimedSerializer] = {}
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        if not app.secret_key:
+            return None
+        keys = (*(app.config["SECRET_KEY_FALLBACKS"] or ()), app.secret_key)
+        serializer = self._serializers.get(keys)
+        if serializer is None:
+            serializer = self._serializers[keys] = super().get_signing_serializer(app)
+        return serializer
+
+    def open_session(self, app: Flask, request: Request) -> SignedSession | None:
+        serializer = self.get_signing_serializer(app)
+        if serializer is None:
+            return None
+        value = request.cookies.get(self.get_cookie_name(app))
+        if not value:
+            return self.session_class()
+        max_age = int(app.permanent_session_lifetime.total_seconds())
+        try:
+            data, signed_at = serializer.loads(value, max_age=max_age, return_timestamp=True)
+        except BadSignature:
+            return self.session_class()
+        session = self.session_class(data)
+        session.signed_at = signed_at
+        return session
+
+    def should_set_cookie(self, app: Flask, session: SessionMixin) -> bool:
+        if session.modified:
+            return True
+        if not session.permanent:
+            return False
+        if app.config["SESSION_REFRESH_EACH_REQUEST"]:
+            return True
+        signed_at = getattr(session, "signed_at", None)
+        return signed_at is None or datetime.now(UTC) - signed_at >= self.refresh_after
