@@ -7,6 +7,9 @@ from datetime import timedelta
 import pytest
 from helpers import job_id_from, submit
 
+from webapp import jobs
+from webapp.store import Job, new_id
+
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 
@@ -44,3 +47,144 @@ def test_a_changed_session_is_sent_at_once(client):
     # Viewing a form puts a CSRF token in a new session; submitting adds the owner: each change is sent.
     assert session_cookies(client.get("/jobs/new/timer"))
     assert session_cookies(submit(client, "timer", {"seconds": "1"}))
+
+
+OWNER = "poll-owner"
+HTML = {"Accept": "text/html", "HX-Request": "true"}
+
+
+@pytest.fixture
+def store(app):
+    """The app's own store, so that a test can count its reads and move its clock."""
+    return app.extensions["tasklight"].store
+
+
+@pytest.fixture
+def make_job(client, store):
+    """Record a job for this client's session straight in the store, queued or running, without a worker."""
+    with client.session_transaction() as session:
+        session["owner"] = OWNER
+
+    def make(state: str = "queued") -> str:
+        job = store.create(Job(id=new_id(), kind="timer", owner=OWNER, inputs={"seconds": 60.0, "fail": False}))
+        if state != "queued":
+            store.start(job.id, "test:1")
+            store.update(job.id, {"progress": {"done": 1, "total": 60, "message": "1 of 60 s"}})
+        return job.id
+
+    return make
+
+
+def poll(client, job_id: str, etag: str | None = None):
+    headers = {**HTML, **({"If-None-Match": etag} if etag else {})}
+    return client.get(f"/jobs/{job_id}/status", headers=headers)
+
+
+def counting(monkeypatch, obj, name: str) -> list:
+    """Count the calls of ``obj.name``; returns the list that grows by one per call."""
+    calls, method = [], getattr(obj, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return method(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, counted)
+    return calls
+
+
+def test_unchanged_fragment_is_a_304_with_no_body_and_the_same_headers(client, make_job):
+    job_id = make_job("running")
+    first = poll(client, job_id)
+    again = poll(client, job_id, first.headers["ETag"])
+    assert (first.status_code, again.status_code) == (200, 304)
+    assert again.get_data() == b""
+    assert again.headers["ETag"] == first.headers["ETag"]
+    for response in (first, again):
+        assert response.headers["Cache-Control"] == "private, no-cache"
+        assert {"Accept", "Cookie"} <= {part.strip() for part in response.headers["Vary"].split(",")}
+
+
+def test_current_tag_answers_304_before_anything_is_rendered(client, make_job, monkeypatch):
+    job_id = make_job("running")
+    tag = poll(client, job_id).headers["ETag"]
+
+    def must_not_render(*args, **kwargs):
+        raise AssertionError("a 304 rendered the fragment")
+
+    monkeypatch.setattr(jobs, "render_template", must_not_render)
+    monkeypatch.setattr(jobs, "job_context", must_not_render)
+    assert poll(client, job_id, tag).status_code == 304
+
+
+def test_tag_changes_when_the_record_changes(client, store, make_job):
+    job_id = make_job("running")
+    first = poll(client, job_id)
+    store.update(job_id, {"progress": {"done": 30, "total": 60, "message": "30 of 60 s"}})
+    changed = poll(client, job_id, first.headers["ETag"])
+    assert changed.status_code == 200
+    assert changed.headers["ETag"] != first.headers["ETag"]
+    assert "30 of 60 s" in changed.get_data(as_text=True)
+    assert poll(client, job_id, changed.headers["ETag"]).status_code == 304
+
+
+def test_tag_changes_when_the_poll_interval_does(client, store, make_job, monkeypatch):
+    job_id = make_job("queued")  # A queued job with no worker stays as it is while the clock moves.
+    first = poll(client, job_id)
+    assert 'hx-trigger="every 1s"' in first.get_data(as_text=True)
+    later = store.now() + 30
+    monkeypatch.setattr(store, "now", lambda: later)
+    changed = poll(client, job_id, first.headers["ETag"])
+    assert changed.status_code == 200
+    assert changed.headers["ETag"] != first.headers["ETag"]
+    assert 'hx-trigger="every 2s"' in changed.get_data(as_text=True)
+
+
+def test_tag_follows_a_waiting_jobs_no_worker_notice(client, store, make_job):
+    job_id = make_job("queued")
+    alone = poll(client, job_id)
+    assert "Waiting for a worker" in alone.get_data(as_text=True)
+    store.beat_worker("test:1")
+    served = poll(client, job_id, alone.headers["ETag"])
+    assert served.status_code == 200
+    assert "Waiting for a worker" not in served.get_data(as_text=True)
+    store.forget_worker("test:1")
+    again = poll(client, job_id, served.headers["ETag"])
+    assert again.status_code == 200
+    assert again.headers["ETag"] == alone.headers["ETag"]
+
+
+def test_tag_follows_a_retrying_jobs_countdown(client, store, make_job, monkeypatch):
+    job_id = make_job("running")
+    now = store.now()
+    store.update(job_id, {"state": "retrying", "next_attempt_at": now + 10})
+    monkeypatch.setattr(store, "now", lambda: now)
+    first = poll(client, job_id)
+    assert "in 10 s" in first.get_data(as_text=True)
+    assert poll(client, job_id, first.headers["ETag"]).status_code == 304
+    monkeypatch.setattr(store, "now", lambda: now + 1)
+    later = poll(client, job_id, first.headers["ETag"])
+    assert later.status_code == 200
+    assert "in 9.0 s" in later.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("answer", [200, 304, "json"])
+def test_a_running_jobs_poll_reads_the_store_once(client, store, make_job, monkeypatch, answer):
+    job_id = make_job("running")
+    tag = poll(client, job_id).headers["ETag"]
+    loads = counting(monkeypatch, store, "load")
+    lookups = counting(monkeypatch, store, "live_workers")
+    if answer == "json":
+        response = client.get(f"/jobs/{job_id}/status", headers={"Accept": "application/json"})
+    else:
+        response = poll(client, job_id, tag if answer == 304 else None)
+    assert response.status_code == (304 if answer == 304 else 200)
+    assert (len(loads), len(lookups)) == (1, 0)
+
+
+def test_only_a_waiting_job_looks_up_the_workers(client, store, make_job, monkeypatch):
+    job_id = make_job("queued")
+    tag = poll(client, job_id).headers["ETag"]
+    loads = counting(monkeypatch, store, "load")
+    lookups = counting(monkeypatch, store, "live_workers")
+    assert poll(client, job_id, tag).status_code == 304
+    assert (len(loads), len(lookups)) == (1, 1)

@@ -56,39 +56,55 @@ def get_kind(name: str) -> Kind:
     return kind
 
 
-def poll_interval(job: Job) -> int:
+def poll_interval(job: Job, now: float) -> int:
     """Seconds until the next poll of ``job``."""
-    age = service().store.now() - job.created_at
+    age = now - job.created_at
     return next(seconds for younger_than, seconds in POLL_SECONDS if age < younger_than)
 
 
-def seconds_left(job: Job) -> float | None:
+def seconds_left(job: Job, now: float) -> float | None:
     """Estimate the time left from the progress so far, once that is possible."""
     done, total = job.progress.get("done") or 0, job.progress.get("total")
     if job.state != RUNNING or not total or done <= 0 or not job.started_at:
         return None
-    elapsed = service().store.now() - job.started_at
+    elapsed = now - job.started_at
     if elapsed < 1 or done >= total:
         return None
     return elapsed * (total - done) / done
 
 
-def job_context(job: Job) -> dict:
+def clock_driven(job: Job) -> dict:
+    """What the fragment shows that changes with the clock, not the record: read once, before any rendering.
+
+    The "no worker" flag costs a second store read, so only a waiting job, which shows it, pays for it.
+    """
+    store = service().store
+    now = store.now()
+    return {"now": now, "poll": poll_interval(job, now), "no_worker": job.waiting and not store.live_workers()}
+
+
+def fragment_tag(job: Job, clock: dict) -> str:
+    """The fragment's ETag: the record's version, and the few things the clock moves that it shows."""
+    countdown = round(job.next_attempt_at - clock["now"]) if job.next_attempt_at else None
+    version = (job.id, job.version, clock["poll"], clock["no_worker"], countdown)
+    return hashlib.sha1(repr(version).encode()).hexdigest()[:20]
+
+
+def job_context(job: Job, clock: dict | None = None) -> dict:
     """Everything the job page and its status fragment render from."""
+    clock = clock or clock_driven(job)
     total = job.progress.get("total")
     shown_attempt = job.attempt + (1 if job.state == "retrying" else 0)
     return {
+        **clock,
         "job": job,
         "kind": KINDS.get(job.kind),
-        "poll": poll_interval(job),
-        "eta": seconds_left(job),
+        "eta": seconds_left(job, clock["now"]),
         "percent": round(100 * job.progress["done"] / total) if total else None,
         # Shown once a job has been tried more than once, while it may still be tried again.
         "attempt": (shown_attempt, max(job.max_attempts, shown_attempt))
         if shown_attempt > 1 and not job.terminal
         else None,
-        "no_worker": job.waiting and not service().store.live_workers(),
-        "now": service().store.now(),
     }
 
 
@@ -165,25 +181,18 @@ def show(job_id: str):
 
 @bp.get("/<job_id>/status")
 def status(job_id: str):
-    """Return the status fragment alone; 304 when nothing has changed."""
+    """Return the status fragment alone; 304 when nothing it shows has changed, before anything is rendered."""
     job = owned_job(job_id)
     if wants_json():
         return jsonify(job_json(job))
-    context = job_context(job)
-    tag = hashlib.sha1(repr(fragment_version(context)).encode()).hexdigest()[:20]
+    clock = clock_driven(job)
+    tag = fragment_tag(job, clock)
     if request.if_none_match.contains(tag):
         response = Response(status=304)
     else:
-        response = Response(render_template("partials/job_status.html", **context))
+        response = Response(render_template("partials/job_status.html", **job_context(job, clock)))
     response.set_etag(tag)
     return response
-
-
-def fragment_version(context: dict) -> tuple:
-    """Everything the fragment shows that can change: the record, and a few things the clock moves."""
-    job = context["job"]
-    countdown = round(job.next_attempt_at - context["now"]) if job.next_attempt_at else None
-    return job.id, job.version, context["poll"], context["no_worker"], countdown
 
 
 @bp.post("/<job_id>/cancel")
