@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from helpers import job_id_from, submit
+from helpers import job_id_from, soup, submit
 
 from webapp import jobs
 from webapp.store import Job, new_id
@@ -188,3 +188,14 @@ def test_only_a_waiting_job_looks_up_the_workers(client, store, make_job, monkey
     lookups = counting(monkeypatch, store, "live_workers")
     assert poll(client, job_id, tag).status_code == 304
     assert (len(loads), len(lookups)) == (1, 1)
+
+
+@sqlite_only
+def test_the_fragments_cancel_button_carries_a_token_that_works(client, store, make_job):
+    job_id = make_job("running")
+    forms = [soup(poll(client, job_id)).select_one("form[action$='/cancel']") for _ in range(2)]
+    tokens = [form.select_one("input[name=csrf_token]")["value"] for form in forms]
+    assert tokens[0] == tokens[1]  # Signed once, then reused.
+    assert client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": tokens[0]}).status_code == 303
+    assert store.get(job_id).cancel_requested
+    assert client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": tokens[0] + "x"}).status_code == 400
