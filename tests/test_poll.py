@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+import flask
 import pytest
 from helpers import job_id_from, soup, submit
 
-from webapp import jobs
+from webapp import jobs, sessions
 from webapp.store import Job, new_id
 
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -47,6 +48,41 @@ def test_a_changed_session_is_sent_at_once(client):
     # Viewing a form puts a CSRF token in a new session; submitting adds the owner: each change is sent.
     assert session_cookies(client.get("/jobs/new/timer"))
     assert session_cookies(submit(client, "timer", {"seconds": "1"}))
+
+
+@sqlite_only
+def test_a_cookie_checked_once_is_still_checked_for_forgery_and_age(app, client, monkeypatch):
+    job_id = job_id_from(submit(client, "timer", {"seconds": "1"}))
+    assert client.get(f"/jobs/{job_id}/status").status_code == 200  # Its cookie is now known to this process.
+    cookie = client.get_cookie("session").value
+    forged = app.test_client()
+    forged.set_cookie("session", cookie[:-2] + ("AA" if cookie[-2:] != "AA" else "BB"))
+    assert forged.get(f"/jobs/{job_id}/status").status_code == 404
+
+    class Later(datetime):
+        days = 32  # Past the permanent session's lifetime of 31 days.
+
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.now(tz) + timedelta(days=cls.days)
+
+    monkeypatch.setattr(sessions, "datetime", Later)
+    assert client.get(f"/jobs/{job_id}/status").status_code == 404
+    Later.days = -1  # A cookie signed in the future is refused too.
+    assert client.get(f"/jobs/{job_id}/status").status_code == 404
+    Later.days = 0
+    assert client.get(f"/jobs/{job_id}/status").status_code == 200
+
+
+@sqlite_only
+def test_sessions_from_one_cookie_do_not_share_what_they_hold(app):
+    value = app.session_interface.get_signing_serializer(app).dumps({"owner": "o", "_flashes": [["message", "one"]]})
+    opened = []
+    for _ in range(2):
+        with app.test_request_context(headers={"Cookie": f"session={value}"}):
+            opened.append(app.session_interface.open_session(app, flask.request))
+    opened[0]["_flashes"].append(["message", "two"])
+    assert opened[1]["_flashes"] == [["message", "one"]]
 
 
 OWNER = "poll-owner"
