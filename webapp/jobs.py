@@ -23,7 +23,7 @@ from flask import (
 from .filters import iso
 from .kinds import KINDS, Kind
 from .listing import ListQuery, job_listing
-from .negotiate import respond, wants_json
+from .negotiate import add_vary, respond, wants_json
 from .service import NotRetryable, UploadGone, service
 from .store import RUNNING, SUCCEEDED, Job, JobNotFound
 
@@ -141,7 +141,7 @@ def to_job(job: Job, data: dict, status: int, message: str | None = None) -> Res
 
 @bp.after_request
 def vary_on_accept(response: Response) -> Response:
-    response.vary.add("Accept")
+    add_vary(response, "Accept")
     response.headers.setdefault("Cache-Control", "private, no-cache")
     return response
 

@@ -37,9 +37,9 @@ def init_app(app: Flask) -> None:
 
 
 def add_security_headers(response: Response) -> Response:
-    """Add the security headers, leaving any a view has set on purpose."""
-    for name, value in HEADERS.items():
-        response.headers.setdefault(name, value)
+    """Add the security headers, leaving any a view has set on purpose (one pass over the headers, not three)."""
+    present = {name.lower() for name, _ in response.headers.items()}
+    response.headers.extend([(name, value) for name, value in HEADERS.items() if name.lower() not in present])
     return response
 
 

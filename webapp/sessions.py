@@ -6,9 +6,11 @@ import copy
 import functools
 from datetime import UTC, datetime, timedelta
 
-from flask import Flask, Request
+from flask import Flask, Request, Response
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from .negotiate import add_vary
 
 
 class SignedSession(SecureCookieSession):
@@ -65,6 +67,13 @@ class SessionInterface(SecureCookieSessionInterface):
         )
         session.signed_at = signed_at
         return session
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if session.modified or (session and self.should_set_cookie(app, session)):
+            super().save_session(app, session, response)
+        elif session.accessed:
+            # What Flask does for a session it neither changes nor sends, without parsing Vary into a set and back.
+            add_vary(response, "Cookie")
 
     def should_set_cookie(self, app: Flask, session: SessionMixin) -> bool:
         if session.modified:
