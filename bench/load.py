@@ -2,7 +2,8 @@
 
 Part 1 (wrk): two Tasklight servers (Redis and SQLite) and two floor servers (bench/floor.py:
 one Redis GET or one SQLite SELECT by primary key, plus a ~500-byte template) all run under
-gunicorn as in our Procfile: 2 sync workers, access log on. Each Tasklight server has one
+gunicorn with the same options, the Procfile's web options (``--access-log on`` or ``off``
+adds or drops gunicorn's access log for all four alike). Each Tasklight server has one
 running job, moved through the store and backdated an hour so that its ETag stays put.
 ``wrk -t2 -c50 --latency`` drives each cell for ``--seconds``: the 200 fragment, the same
 request with ``If-None-Match`` (304), the JSON view, and the floor. The cells are interleaved
@@ -43,6 +44,7 @@ from common import (
     median,
     percentile,
     print_table,
+    procfile_web_options,
     settings_for,
     start_gunicorn,
     start_redis,
@@ -68,6 +70,17 @@ function done(summary, latency, requests)
   io.write(string.format("BENCH p50 %d\\nBENCH p99 %d\\n", latency:percentile(50), latency:percentile(99)))
 end
 """
+
+
+def gunicorn_options(access_log: str) -> list[str]:
+    """The Procfile's web options, with gunicorn's access log (to the server's output) as ``access_log`` says."""
+    options = procfile_web_options()
+    if access_log != "procfile" and "--access-logfile" in options:
+        at = options.index("--access-logfile")
+        del options[at : at + 2]
+    if access_log == "on":
+        options += ["--access-logfile", "-"]
+    return options
 
 
 def ensure_wrk() -> str:
@@ -191,6 +204,12 @@ def main() -> None:
     parser.add_argument("--browsers", default="500,1000,2000", help="browser counts (default 500,1000,2000)")
     parser.add_argument("--duration", type=float, default=30, help="seconds each browser run lasts (default 30)")
     parser.add_argument("--quick", action="store_true", help="3 s cells, 10 s browser runs")
+    parser.add_argument(
+        "--access-log",
+        choices=("procfile", "on", "off"),
+        default="procfile",
+        help="gunicorn's access log for every server alike: as the Procfile has it (default), or on or off",
+    )
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.duration = 3, 10
@@ -198,6 +217,8 @@ def main() -> None:
     print(f"# Status route under load: wrk -t2 -c50, {args.seconds} s a cell, {args.rounds} rounds")
     wrk = ensure_wrk()
     print(f"# {machine()}, wrk {subprocess.run([wrk, '-v'], capture_output=True, text=True).stdout.split()[1]}")
+    options = gunicorn_options(args.access_log)
+    print(f"# gunicorn options of every server (Tasklight and floor alike): {' '.join(options)}")
     print(f"# load average at start: {load_average()}\n", flush=True)
 
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tasklight-bench-") as tmp:
@@ -209,7 +230,7 @@ def main() -> None:
         for db, backend in enumerate(BACKENDS):
             settings = {**settings_for(backend, folder, f"load-{backend}", redis_base, db=db), **EXTRA}
             submitter, template, job_id, cookie = prepare(settings)
-            base = start_gunicorn(stack, "wsgi:app", settings, folder / f"gunicorn-{backend}.log")
+            base = start_gunicorn(stack, "wsgi:app", settings, folder / f"gunicorn-{backend}.log", options=options)
             servers[backend] = (submitter, template, base)
             url = f"{base}/jobs/{job_id}/status"
             page = {**HTML, "Cookie": f"session={cookie}"}
@@ -224,7 +245,7 @@ def main() -> None:
             floor.seed(floor_settings["REDIS_URL"], floor_settings["DATABASE"])
             floor_log = folder / f"gunicorn-floor-{backend}.log"
             path = {"PYTHONPATH": str(ROOT / "bench")}
-            floor_base = start_gunicorn(stack, "floor:app", floor_settings, floor_log, "/floor", path)
+            floor_base = start_gunicorn(stack, "floor:app", floor_settings, floor_log, "/floor", path, options)
             cells.append(((backend, "floor"), f"{floor_base}/floor", {"Accept": "text/html"}, 200))
         for key, url, headers, expected in cells:  # One request each, so a wrong setup fails before the long part.
             status = requests.get(url, headers=headers, timeout=10).status_code
