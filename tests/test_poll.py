@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 from datetime import datetime, timedelta
 
 import flask
 import pytest
 from helpers import job_id_from, soup, submit
 
-from webapp import jobs, sessions
+from webapp import jobs, overload, security, sessions
 from webapp.store import Job, new_id
 
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -111,9 +113,9 @@ def make_job(client, store):
     return make
 
 
-def poll(client, job_id: str, etag: str | None = None):
-    headers = {**HTML, **({"If-None-Match": etag} if etag else {})}
-    return client.get(f"/jobs/{job_id}/status", headers=headers)
+def poll(client, job_id: str, etag: str | None = None, headers: dict = HTML, **kwargs):
+    headers = {**headers, **({"If-None-Match": etag} if etag else {})}
+    return client.get(f"/jobs/{job_id}/status", headers=headers, **kwargs)
 
 
 def counting(monkeypatch, obj, name: str) -> list:
@@ -235,3 +237,100 @@ def test_the_fragments_cancel_button_carries_a_token_that_works(client, store, m
     assert client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": tokens[0]}).status_code == 303
     assert store.get(job_id).cancel_requested
     assert client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": tokens[0] + "x"}).status_code == 400
+
+
+class WaitedSocket:
+    """Stands for gunicorn's client socket: its TCP_INFO says the request's bytes arrived ``ms`` ago."""
+
+    def __init__(self, ms: int):
+        self.ms = ms
+
+    def getsockopt(self, level, option, size):
+        info = bytearray(size)
+        struct.pack_into("I", info, overload.LAST_DATA_RECV, self.ms)
+        return bytes(info)
+
+
+def waited(ms: int) -> dict:
+    return {"environ_overrides": {"gunicorn.socket": WaitedSocket(ms)}}
+
+
+def test_the_wait_comes_from_the_connection_or_is_unknown():
+    assert overload.queue_wait({}) is None  # Not under gunicorn: nothing is measured, nothing is shed.
+    assert overload.queue_wait({"gunicorn.socket": WaitedSocket(1500)}) == 1.5
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        with socket.create_connection(server.getsockname()) as client:
+            client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(100)
+                assert overload.queue_wait({"gunicorn.socket": connection}) >= 0
+
+
+def test_a_poll_that_waited_too_long_gets_a_quick_503(app, client, make_job, monkeypatch):
+    job_id = make_job("running")
+    tag = poll(client, job_id).headers["ETag"]
+    loads = counting(monkeypatch, app.extensions["tasklight"].store, "load")
+    for headers in (HTML, {"Accept": "application/json"}):
+        busy = poll(client, job_id, tag, headers, **waited(600))
+        assert busy.status_code == 503
+        assert int(busy.headers["Retry-After"]) >= 1
+        assert busy.headers["Cache-Control"] == "no-store"
+        assert busy.headers["Content-Security-Policy"] == security.CONTENT_SECURITY_POLICY
+        assert job_id not in busy.get_data(as_text=True)
+    assert busy.get_json()["status"] == 503
+    assert loads == []  # Nothing was read: the answer says nothing about the job or whose it is.
+    # A poll that waited less, and anything that is not a poll, is answered as ever.
+    assert poll(client, job_id, tag, **waited(100)).status_code == 304
+    assert client.get(f"/jobs/{job_id}", **waited(600)).status_code == 200
+
+
+def test_late_polls_from_pages_at_an_older_interval_are_sometimes_answered(app, client, make_job):
+    job_id = make_job("running")
+    tag = poll(client, job_id).headers["ETag"]
+    assert tag.endswith('-f1"')
+    guard = app.wsgi_app
+    guard.admit = 1.0  # Every late poll that still has to learn the interval is answered.
+    assert poll(client, job_id, tag, **waited(600)).status_code == 503  # This page polls as the pacer asks.
+    assert poll(client, job_id, **waited(600)).status_code == 200  # This one has no interval from us yet.
+    app.extensions["poll_pacer"].factor = 2
+    learnt = poll(client, job_id, tag, **waited(600))
+    assert learnt.status_code == 200
+    assert learnt.headers["ETag"].endswith('-f2"')
+    guard.admit = 0.0
+    assert poll(client, job_id, tag, **waited(600)).status_code == 503
+
+
+def test_the_pacer_lengthens_the_poll_interval_and_so_changes_the_tag(app, client, make_job):
+    job_id = make_job("queued")
+    first = poll(client, job_id)
+    assert 'hx-trigger="every 1s"' in first.get_data(as_text=True)
+    app.extensions["poll_pacer"].factor = 4
+    slower = poll(client, job_id, first.headers["ETag"])
+    assert slower.status_code == 200
+    assert 'hx-trigger="every 4s"' in slower.get_data(as_text=True)
+    page = soup(client.get(f"/jobs/{job_id}"))
+    assert page.select_one("noscript meta[http-equiv=refresh]")["content"] == "4"
+
+
+def test_the_pacer_doubles_while_requests_wait_and_halves_once_they_do_not():
+    now = [0.0]
+    pacer = overload.PollPacer(busy=0.2, idle=0.02, most=8, raise_every=2.0, lower_every=30.0, clock=lambda: now[0])
+    for _ in range(50):
+        pacer.observe(1.0)
+    assert pacer.factor == 2  # Once: pages learn the new interval only on their next poll.
+    now[0] = 3.0
+    pacer.observe(1.0)
+    assert pacer.factor == 2  # Not before about one new interval (2 s times the factor).
+    for moment in (4.0, 12.0, 28.0):
+        now[0] = moment
+        pacer.observe(1.0)
+    assert pacer.factor == 8  # At 4 and 12 s, and never past ``most``.
+    for _ in range(100):
+        pacer.observe(0.0)
+    assert pacer.factor == 8  # Not within 30 s of the last change.
+    now[0] = 43.0
+    pacer.observe(0.0)
+    assert pacer.factor == 4
+    pacer.observe(0.0)
+    assert pacer.factor == 4

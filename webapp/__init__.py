@@ -17,6 +17,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Imported here, so that a consumer importing ``webapp.worker`` does not load the web side.
     from . import admin, cli, errors, filters, jobs, pages, security
     from .kinds import KINDS
+    from .overload import OverloadGuard, PollPacer
     from .queue import JobQueue
     from .service import Tasklight
     from .sessions import SessionInterface
@@ -49,6 +50,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.init_app(app)
     filters.init_app(app)
     security.init_app(app)
+    # Past capacity, a poll that waited too long gets a quick 503, and the poll interval grows while requests wait.
+    app.extensions["poll_pacer"] = PollPacer()
+    if settings.OVERLOAD_WAIT > 0:
+        app.wsgi_app = OverloadGuard(app.wsgi_app, app.extensions["poll_pacer"], settings.OVERLOAD_WAIT)
     for kind in KINDS.values():
         # A kind without its result partial fails here, at start-up, not on its first result.
         app.jinja_env.get_template(kind.result_template)

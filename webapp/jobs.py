@@ -10,6 +10,7 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     flash,
     jsonify,
     redirect,
@@ -80,14 +81,25 @@ def clock_driven(job: Job) -> dict:
     """
     store = service().store
     now = store.now()
-    return {"now": now, "poll": poll_interval(job, now), "no_worker": job.waiting and not store.live_workers()}
+    # While requests wait for a worker, this process asks for fewer polls (webapp/overload.py).
+    pace = current_app.extensions["poll_pacer"].factor
+    return {
+        "now": now,
+        "poll": poll_interval(job, now) * pace,
+        "pace": pace,
+        "no_worker": job.waiting and not store.live_workers(),
+    }
 
 
 def fragment_tag(job: Job, clock: dict) -> str:
-    """The fragment's ETag: the record's version, and the few things the clock moves that it shows."""
+    """The fragment's ETag: the record's version, and the few things the clock moves that it shows.
+
+    It ends with the pacer's factor in clear (``-f2``): under load, the overload guard lets some
+    polls from pages still at a lower factor through, so that they learn the longer interval.
+    """
     countdown = round(job.next_attempt_at - clock["now"]) if job.next_attempt_at else None
     version = (job.id, job.version, clock["poll"], clock["no_worker"], countdown)
-    return hashlib.sha1(repr(version).encode()).hexdigest()[:20]
+    return f"{hashlib.sha1(repr(version).encode()).hexdigest()[:20]}-f{clock['pace']}"
 
 
 def job_context(job: Job, clock: dict | None = None) -> dict:
