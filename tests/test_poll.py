@@ -285,7 +285,7 @@ def test_a_poll_that_waited_too_long_gets_a_quick_503(app, client, make_job, mon
     assert client.get(f"/jobs/{job_id}", **waited(600)).status_code == 200
 
 
-def test_late_polls_from_pages_at_an_older_interval_are_sometimes_answered(app, client, make_job):
+def test_late_polls_from_pages_at_an_older_interval_are_sometimes_answered(app, client, make_job, monkeypatch):
     job_id = make_job("running")
     tag = poll(client, job_id).headers["ETag"]
     assert tag.endswith('-f1"')
@@ -297,6 +297,10 @@ def test_late_polls_from_pages_at_an_older_interval_are_sometimes_answered(app, 
     learnt = poll(client, job_id, tag, **waited(600))
     assert learnt.status_code == 200
     assert learnt.headers["ETag"].endswith('-f2"')
+    monkeypatch.setattr(overload.random, "random", lambda: 0.5)
+    guard.admit = 0.6
+    assert poll(client, job_id, tag, **waited(600)).status_code == 200
+    assert poll(client, job_id, tag, **waited(1200)).status_code == 503  # Past twice the limit, a fifth as many.
     guard.admit = 0.0
     assert poll(client, job_id, tag, **waited(600)).status_code == 503
 

@@ -11,7 +11,8 @@ can serve. A page learns only from a real answer, and if every late poll were
 shed, none would, and the polls would go on at the rate that overloads the
 server. So a quarter of the late polls from pages that have not learnt the
 current factor (their ETag ends with a lower ``-fN``, or they have none) are
-answered all the same.
+answered all the same; a twentieth once a poll waited twice the limit, so that
+the renders they cost never keep the queue from draining.
 
 How long a request waited comes from the kernel: ``tcpi_last_data_recv`` of its
 connection (Linux's ``TCP_INFO``) is the time since the request's last bytes
@@ -110,10 +111,14 @@ class OverloadGuard:
             waited < self.shed_after
             or environ.get("REQUEST_METHOD") != "GET"
             or not STATUS_PATH.fullmatch(environ.get("PATH_INFO", ""))
-            or (self.learning(environ.get("HTTP_IF_NONE_MATCH", "")) and random.random() < self.admit)
+            or (self.learning(environ.get("HTTP_IF_NONE_MATCH", "")) and random.random() < self.admitted(waited))
         ):
             return self.app(environ, start_response)
         return self.busy(environ, start_response)
+
+    def admitted(self, waited: float) -> float:
+        """The share of late learners answered: fewer once the queue is past twice the limit, so it drains."""
+        return self.admit if waited < 2 * self.shed_after else self.admit / 5
 
     def learning(self, if_none_match: str) -> bool:
         """Whether this page polls faster than the pacer now asks: no fragment tag yet, or one from a lower factor."""
