@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 
 from flask import Flask
@@ -39,6 +40,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     app.config.update({k: v for k, v in (test_config or {}).items() if not hasattr(settings, k)})
     app.session_interface = SessionInterface()
+    # Flask asks, on every request, whether each hook and the view is a coroutine function; the answer never changes.
+    app.ensure_sync = functools.lru_cache(maxsize=256)(app.ensure_sync)
 
     store = open_store(settings)
     queue = JobQueue(settings, store)
