@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import shutil
 import socket
 import sqlite3
@@ -97,13 +98,39 @@ def start_consumer(stack: ExitStack, settings: dict, log: Path, *options: str) -
     return start_process(stack, command, settings, log)
 
 
+def procfile_web_options() -> list[str]:
+    """The gunicorn options of the Procfile's web process, less its ``--bind`` and its app.
+
+    The benchmarks serve every app (Tasklight and the floor alike) with these, so
+    they measure the server as deployed, and stay in step when the Procfile changes.
+    """
+    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    words = shlex.split(line.removeprefix("web:"))
+    words = words[words.index("gunicorn") + 1 : -1]  # The last word is the app.
+    options = []
+    while words:
+        word = words.pop(0)
+        if word in ("--bind", "-b"):
+            words.pop(0)
+        elif not word.startswith("--bind="):
+            options.append(word)
+    return options
+
+
 def start_gunicorn(
-    stack: ExitStack, app: str, settings: dict, log: Path, health: str = "/", extra_env: dict | None = None
+    stack: ExitStack,
+    app: str,
+    settings: dict,
+    log: Path,
+    health: str = "/",
+    extra_env: dict | None = None,
+    options: list[str] | None = None,
 ) -> str:
-    """Start gunicorn as our Procfile does (2 sync workers, access log to stdout, here a file); return its URL."""
+    """Start gunicorn with ``options`` (by default the Procfile's), its output to ``log``; return its URL."""
     port = free_port()
-    command = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2"]
-    start_process(stack, [*command, "--access-logfile", "-", app], settings, log, extra_env)
+    options = procfile_web_options() if options is None else options
+    command = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", *options, app]
+    start_process(stack, command, settings, log, extra_env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -2,18 +2,23 @@
 
 Part 1 (wrk): two Tasklight servers (Redis and SQLite) and two floor servers (bench/floor.py:
 one Redis GET or one SQLite SELECT by primary key, plus a ~500-byte template) all run under
-gunicorn as in our Procfile: 2 sync workers, access log on. Each Tasklight server has one
-running job, moved through the store and backdated an hour so that its ETag stays put.
+gunicorn with the same options, the Procfile's web options (``--access-log on`` or ``off``
+adds or drops gunicorn's access log for all four alike). Each Tasklight server has one
+running job, moved through the store and backdated an hour so that its ETag stays put, and
+its overload guard off (``OVERLOAD_WAIT=0``): wrk's 50 connections keep the server saturated on
+purpose, and this part measures the route's speed, not how the server sheds load.
 ``wrk -t2 -c50 --latency`` drives each cell for ``--seconds``: the 200 fragment, the same
 request with ``If-None-Match`` (304), the JSON view, and the floor. The cells are interleaved
 in ``--rounds`` rounds whose order rotates; medians are reported, with ratios against the
 floor of the same backend. A wrk Lua script counts the status codes, so wrong answers show.
 
-Part 2 (browsers): on the Redis server, K simulated browsers (asyncio + aiohttp), each with
+Part 2 (browsers): on a third Tasklight server, on the same Redis store, with the overload
+guard as configured (``--no-guard`` turns it off), K simulated browsers (asyncio + aiohttp), each with
 its own session cookie (signed with the app's own serializer) and its own running job
 (made through the store), poll that job's status every 2 s for ``--duration`` s with
 ``If-None-Match``, as htmx does: on a fixed schedule, skipping a tick while the previous
-request is still in flight. It reports requests sent, answered, errors, timeouts (10 s),
+request is still in flight (with ``--follow``, at the interval each answer gives, as htmx does).
+It reports requests sent, answered (and how many with a quick 503), errors, timeouts (10 s),
 ticks skipped, latency p50/p99, how late and how busy the client itself was (it shares the
 cores with the servers), and the host's listen-queue overflows (connections a full backlog dropped).
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -43,6 +49,7 @@ from common import (
     median,
     percentile,
     print_table,
+    procfile_web_options,
     settings_for,
     start_gunicorn,
     start_redis,
@@ -50,6 +57,7 @@ from common import (
 
 BACKENDS = ("redis", "sqlite")
 HTML = {"Accept": "text/html", "HX-Request": "true"}
+TRIGGER = re.compile(rb'hx-trigger="every ([0-9.]+)s"')
 # The servers must not mark the benchmark's running jobs lost mid-run: no consumer beats for them.
 EXTRA = {"HEARTBEAT_TIMEOUT": 3600}
 # Counts the status codes of every thread and prints them, with the summary, as "BENCH" lines.
@@ -68,6 +76,17 @@ function done(summary, latency, requests)
   io.write(string.format("BENCH p50 %d\\nBENCH p99 %d\\n", latency:percentile(50), latency:percentile(99)))
 end
 """
+
+
+def gunicorn_options(access_log: str) -> list[str]:
+    """The Procfile's web options, with gunicorn's access log (to the server's output) as ``access_log`` says."""
+    options = procfile_web_options()
+    if access_log != "procfile" and "--access-logfile" in options:
+        at = options.index("--access-logfile")
+        del options[at : at + 2]
+    if access_log == "on":
+        options += ["--access-logfile", "-"]
+    return options
 
 
 def ensure_wrk() -> str:
@@ -123,61 +142,82 @@ def listen_overflows() -> int:
     return int(dict(zip(lines[0], lines[1], strict=True))["ListenOverflows"])
 
 
-def make_browsers(submitter: Submitter, template, count: int) -> list[tuple[str, str]]:
-    """``count`` (job id, cookie) pairs: a new session owner each, whose running job is made through the store."""
+def make_browsers(submitter: Submitter, template, count: int, age: float | None = None) -> list[tuple[str, str]]:
+    """``count`` (job id, cookie) pairs: a new session owner each, whose running job is made through the store.
+
+    With ``age``, each job was created that many seconds ago, instead of an hour ago as ``template`` was.
+    """
     serializer = submitter.app.session_interface.get_signing_serializer(submitter.app)
     pairs = []
     for _ in range(count):
         owner = uuid.uuid4().hex
         job = replace(template, id=uuid.uuid4().hex, owner=owner)
+        if age is not None:
+            job = replace(job, created_at=submitter.store.now() - age)
         submitter.store.create(job)
         move_to_running(submitter.store, job.id)
         pairs.append((job.id, serializer.dumps({"owner": owner})))
     return pairs
 
 
-async def poll_browsers(base: str, pairs: list, duration: float, interval: float, timeout: float) -> dict:
-    """Let every browser poll its job every ``interval`` s for ``duration`` s, as htmx would; return the tallies."""
-    stats = {"sent": 0, "answered": 0, "errors": 0, "timeouts": 0, "skipped": 0, "latencies": [], "lags": []}
+async def poll_browsers(
+    base: str, pairs: list, duration: float, interval: float, timeout: float, follow: bool = False
+) -> dict:
+    """Let every browser poll its job every ``interval`` s for ``duration`` s, as htmx would; return the tallies.
+
+    With ``follow``, each browser polls at the interval the server last gave it (the fragment's
+    ``hx-trigger="every Ns"``), as htmx does after each swap; a 304 or an error keeps the interval.
+    """
+    stats = {"sent": 0, "answered": 0, "busy": 0, "errors": 0, "timeouts": 0, "skipped": 0}
+    stats |= {"latencies": [], "lags": [], "intervals": [], "timeline": []}
     loop = asyncio.get_running_loop()
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     client = aiohttp.ClientSession(
         connector=connector, cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=timeout)
     )
 
-    async def poll(url: str, headers: dict, scheduled: float, etag: dict) -> None:
+    async def poll(url: str, headers: dict, scheduled: float, etag: dict, pace: dict) -> None:
         sent = loop.time()
         stats["sent"] += 1
         stats["lags"].append(sent - scheduled)
+        status = None
         try:
             async with client.get(url, headers={**headers, **etag}) as response:
-                await response.read()
+                body = await response.read()
                 stats["answered"] += 1
                 stats["latencies"].append(loop.time() - sent)
-                if response.status not in (200, 304):
+                status = response.status
+                if response.status == 503:
+                    stats["busy"] += 1  # htmx swaps nothing and polls again on the next tick.
+                elif response.status not in (200, 304):
                     stats["errors"] += 1
                 elif "ETag" in response.headers:
                     etag["If-None-Match"] = response.headers["ETag"]
+                if follow and response.status == 200 and (trigger := TRIGGER.search(body)):
+                    pace["interval"] = float(trigger[1])
         except TimeoutError:
             stats["timeouts"] += 1
         except aiohttp.ClientError:
             stats["errors"] += 1
+        # When it was sent (from the start), how long its answer took (None: no answer), its status, the interval.
+        stats["timeline"].append((sent - start, loop.time() - sent if status else None, status, pace["interval"]))
 
     async def browser(job_id: str, cookie: str, first: float, end: float) -> None:
         url, headers, etag = f"{base}/jobs/{job_id}/status", {**HTML, "Cookie": f"session={cookie}"}, {}
-        in_flight, tick = None, first
+        in_flight, tick, pace = None, first, {"interval": interval}
         while tick < end:
             await asyncio.sleep(max(0.0, tick - loop.time()))
             if in_flight is not None and not in_flight.done():
                 stats["skipped"] += 1  # htmx drops a poll while the element's previous request is in flight.
             else:
-                in_flight = asyncio.create_task(poll(url, headers, tick, etag))
-            tick += interval
+                in_flight = asyncio.create_task(poll(url, headers, tick, etag, pace))
+            tick += pace["interval"]
         if in_flight is not None:
             await in_flight
+        stats["intervals"].append(pace["interval"])
 
+    start = loop.time() + 1.0
     async with client:
-        start = loop.time() + 1.0
         # Browsers arrive spread over the first interval, as people's page loads would.
         browsers = [browser(j, c, start + random.uniform(0, interval), start + duration) for j, c in pairs]
         await asyncio.wait_for(asyncio.gather(*browsers), duration + timeout + 60)
@@ -191,6 +231,20 @@ def main() -> None:
     parser.add_argument("--browsers", default="500,1000,2000", help="browser counts (default 500,1000,2000)")
     parser.add_argument("--duration", type=float, default=30, help="seconds each browser run lasts (default 30)")
     parser.add_argument("--quick", action="store_true", help="3 s cells, 10 s browser runs")
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="browsers poll at the interval the server gives them, as htmx does (their jobs start 15 s old: 2 s)",
+    )
+    parser.add_argument(
+        "--no-guard", action="store_true", help="browsers poll a server without the overload guard (OVERLOAD_WAIT=0)"
+    )
+    parser.add_argument(
+        "--access-log",
+        choices=("procfile", "on", "off"),
+        default="procfile",
+        help="gunicorn's access log for every server alike: as the Procfile has it (default), or on or off",
+    )
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.duration = 3, 10
@@ -198,6 +252,10 @@ def main() -> None:
     print(f"# Status route under load: wrk -t2 -c50, {args.seconds} s a cell, {args.rounds} rounds")
     wrk = ensure_wrk()
     print(f"# {machine()}, wrk {subprocess.run([wrk, '-v'], capture_output=True, text=True).stdout.split()[1]}")
+    options = gunicorn_options(args.access_log)
+    print(f"# gunicorn options of every server (Tasklight and floor alike): {' '.join(options)}")
+    guard = "off" if args.no_guard else "on"
+    print(f"# Tasklight's overload guard and pacing: off for wrk, {guard} for the browsers")
     print(f"# load average at start: {load_average()}\n", flush=True)
 
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tasklight-bench-") as tmp:
@@ -209,8 +267,11 @@ def main() -> None:
         for db, backend in enumerate(BACKENDS):
             settings = {**settings_for(backend, folder, f"load-{backend}", redis_base, db=db), **EXTRA}
             submitter, template, job_id, cookie = prepare(settings)
-            base = start_gunicorn(stack, "wsgi:app", settings, folder / f"gunicorn-{backend}.log")
-            servers[backend] = (submitter, template, base)
+            # wrk measures the route's speed at saturation: without the guard, which would shed some of its
+            # closed-loop requests, and without the pacing, which would change the ETag of the 304 cell.
+            unguarded = {**settings, "OVERLOAD_WAIT": 0}
+            base = start_gunicorn(stack, "wsgi:app", unguarded, folder / f"gunicorn-{backend}.log", options=options)
+            servers[backend] = (submitter, template, settings)
             url = f"{base}/jobs/{job_id}/status"
             page = {**HTML, "Cookie": f"session={cookie}"}
             etag = requests.get(url, headers=page, timeout=10).headers["ETag"]
@@ -224,7 +285,7 @@ def main() -> None:
             floor.seed(floor_settings["REDIS_URL"], floor_settings["DATABASE"])
             floor_log = folder / f"gunicorn-floor-{backend}.log"
             path = {"PYTHONPATH": str(ROOT / "bench")}
-            floor_base = start_gunicorn(stack, "floor:app", floor_settings, floor_log, "/floor", path)
+            floor_base = start_gunicorn(stack, "floor:app", floor_settings, floor_log, "/floor", path, options)
             cells.append(((backend, "floor"), f"{floor_base}/floor", {"Accept": "text/html"}, 200))
         for key, url, headers, expected in cells:  # One request each, so a wrong setup fails before the long part.
             status = requests.get(url, headers=headers, timeout=10).status_code
@@ -235,14 +296,18 @@ def main() -> None:
             for key, url, headers, _ in cells[n % len(cells) :] + cells[: n % len(cells)]:
                 results[key].append(run_wrk(wrk, url, headers, args.seconds, script))
 
-        submitter, template, base = servers["redis"]
+        # The browsers poll a server of their own on the same store, with the guard as configured.
+        submitter, template, settings = servers["redis"]
+        if args.no_guard:
+            settings = {**settings, "OVERLOAD_WAIT": 0}
+        base = start_gunicorn(stack, "wsgi:app", settings, folder / "gunicorn-browsers.log", options=options)
         browser_runs = []
         for count in counts:
             begin = time.perf_counter()
-            pairs = make_browsers(submitter, template, count)
+            pairs = make_browsers(submitter, template, count, 15.0 if args.follow else None)
             made = time.perf_counter() - begin
             cpu, wall, overflows = time.process_time(), time.perf_counter(), listen_overflows()
-            stats = asyncio.run(poll_browsers(base, pairs, args.duration, 2.0, 10.0))
+            stats = asyncio.run(poll_browsers(base, pairs, args.duration, 2.0, 10.0, args.follow))
             stats["cpu"] = (time.process_time() - cpu) / (time.perf_counter() - wall)
             stats["overflows"] = listen_overflows() - overflows
             browser_runs.append((count, made, stats))
@@ -263,16 +328,34 @@ def main() -> None:
     headers = ["backend", "request", "req/s", "each round", "p50 ms", "p99 ms", "req/s vs floor", "p50 vs floor"]
     print_table([*headers, "answers", "other statuses", "socket errors"], rows)
 
-    print(f"# Polling browsers on Redis: each polls its own running job every 2 s for {args.duration:g} s\n")
+    pace = "at the interval the server gives it (2 s at first)" if args.follow else "every 2 s"
+    print(f"# Polling browsers on Redis: each polls its own running job {pace} for {args.duration:g} s\n")
     rows = []
     for count, made, s in browser_runs:
         lat = [t * 1000 for t in s["latencies"]] or [0.0]
-        row = [count, f"{made:.1f}", s["sent"], f"{s['sent'] / args.duration:.0f}", s["answered"], s["errors"]]
-        row += [s["timeouts"], s["skipped"], f"{percentile(lat, 0.5):.1f}", f"{percentile(lat, 0.99):.1f}"]
+        within = sum(t <= 1.0 for t in s["latencies"]) / s["sent"] if s["sent"] else 0.0
+        row = [count, f"{made:.1f}", s["sent"], f"{s['sent'] / args.duration:.0f}", s["answered"], s["busy"]]
+        row += [s["errors"], s["timeouts"], s["skipped"], f"{percentile(lat, 0.5):.1f}", f"{percentile(lat, 0.99):.1f}"]
+        row += [f"{max(lat):.0f}", f"{within:.1%}", f"{percentile(s['intervals'] or [0.0], 0.5):g}"]
         rows.append([*row, f"{percentile(s['lags'], 0.99) * 1000:.0f}", f"{s['cpu']:.0%}", s["overflows"]])
-    headers = ["browsers", "setup s", "sent", "sent/s", "answered", "errors", "timeouts (10 s)", "skipped ticks"]
-    headers += ["p50 ms", "p99 ms", "client send lag p99 ms", "client CPU (of 1 core)", "listen overflows (host)"]
+    headers = ["browsers", "setup s", "sent", "sent/s", "answered", "of which 503", "errors", "timeouts (10 s)"]
+    headers += ["skipped ticks", "p50 ms", "p99 ms", "max ms", "answered within 1 s", "interval at end s"]
+    headers += ["client send lag p99 ms", "client CPU (of 1 core)", "listen overflows (host)"]
     print_table(headers, rows)
+    for count, _, s in browser_runs:
+        print(f"# {count} browsers, by when each poll was sent: how its answers went, and the interval in use\n")
+        rows = []
+        for begin in range(0, int(args.duration), 5):
+            polls = [p for p in s["timeline"] if begin <= p[0] < begin + 5]
+            if not polls:
+                continue
+            lat = [p[1] * 1000 for p in polls if p[1] is not None] or [0.0]
+            within = sum(p[1] is not None and p[1] <= 1.0 for p in polls) / len(polls)
+            row = [f"{begin}-{begin + 5}", len(polls), f"{len(polls) / 5:.0f}", sum(p[2] == 503 for p in polls)]
+            row += [f"{percentile(lat, 0.5):.1f}", f"{percentile(lat, 0.99):.1f}", f"{within:.1%}"]
+            rows.append([*row, f"{percentile([p[3] for p in polls], 0.5):g}"])
+        headers = ["s", "sent", "sent/s", "503", "p50 ms", "p99 ms", "answered within 1 s", "interval s (median)"]
+        print_table(headers, rows)
     print(f"# gunicorn [ERROR] lines in the server logs: {gunicorn_errors}; load average at end: {load_average()}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 
 from flask import Flask
@@ -18,8 +19,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Imported here, so that a consumer importing ``webapp.worker`` does not load the web side.
     from . import admin, cli, errors, filters, jobs, pages, security, shares
     from .kinds import KINDS
+    from .overload import OverloadGuard, PollPacer
     from .queue import JobQueue
     from .service import Tasklight
+    from .sessions import SessionInterface
     from .store import open_store
 
     settings = Settings.load(test_config)
@@ -30,11 +33,16 @@ def create_app(test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.BEHIND_TLS,
+        # A poll does not re-sign the cookie; SessionInterface refreshes an unchanged one once a day.
+        SESSION_REFRESH_EACH_REQUEST=False,
         WTF_CSRF_TIME_LIMIT=None,
         # The request may carry a few form fields beside the largest upload; the upload itself gets the exact limit.
         MAX_CONTENT_LENGTH=settings.MAX_UPLOAD_BYTES + 64 * 1024,
     )
     app.config.update({k: v for k, v in (test_config or {}).items() if not hasattr(settings, k)})
+    app.session_interface = SessionInterface()
+    # Flask asks, on every request, whether each hook and the view is a coroutine function; the answer never changes.
+    app.ensure_sync = functools.lru_cache(maxsize=256)(app.ensure_sync)
 
     if settings.BEHIND_TLS:
         # Behind the proxy that terminates HTTPS, trust its word on the scheme, host and client, so that the
@@ -50,6 +58,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.init_app(app)
     filters.init_app(app)
     security.init_app(app)
+    # Past capacity, a poll that waited too long gets a quick 503, and the poll interval grows while requests wait.
+    app.extensions["poll_pacer"] = PollPacer()
+    if settings.OVERLOAD_WAIT > 0:
+        app.wsgi_app = OverloadGuard(app.wsgi_app, app.extensions["poll_pacer"], settings.OVERLOAD_WAIT)
     for kind in KINDS.values():
         # A kind without its result partial fails here, at start-up, not on its first result.
         app.jinja_env.get_template(kind.result_template)

@@ -71,6 +71,8 @@ class Settings:
     MAX_ACTIVE_JOBS: int = setting(10, int)
     #: Bytes of uploads one owner may have stored at once, across the jobs that are kept.
     MAX_STORED_UPLOAD_BYTES: int = setting(64 * 1024 * 1024, int)
+    #: Seconds a status poll may wait for a web worker before it gets a quick 503; 0 turns that, and the pacing, off.
+    OVERLOAD_WAIT: float = setting(0.5, float)
     #: Shows diagnostic fields (such as the timer's "crash on the first attempts") on the forms.
     DIAGNOSTICS: bool = setting(False, flag)
 

@@ -10,6 +10,7 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     flash,
     jsonify,
     redirect,
@@ -23,7 +24,7 @@ from flask import (
 from .filters import iso, state_label
 from .kinds import KINDS, Kind
 from .listing import ListQuery, job_listing
-from .negotiate import respond, wants_json
+from .negotiate import add_vary, respond, wants_json
 from .service import NotRetryable, UploadGone, service
 from .store import RUNNING, SUCCEEDED, Job, JobNotFound, StoreUnavailable
 
@@ -56,45 +57,71 @@ def get_kind(name: str) -> Kind:
     return kind
 
 
-def poll_interval(job: Job) -> int:
+def poll_interval(job: Job, now: float) -> int:
     """Seconds until the next poll of ``job``."""
-    age = service().store.now() - job.created_at
+    age = now - job.created_at
     return next(seconds for younger_than, seconds in POLL_SECONDS if age < younger_than)
 
 
-def seconds_left(job: Job) -> float | None:
+def seconds_left(job: Job, now: float) -> float | None:
     """Estimate the time left from the progress so far, once that is possible."""
     done, total = job.progress.get("done") or 0, job.progress.get("total")
     if job.state != RUNNING or not total or done <= 0 or not job.started_at:
         return None
-    elapsed = service().store.now() - job.started_at
+    elapsed = now - job.started_at
     if elapsed < 1 or done >= total:
         return None
     return elapsed * (total - done) / done
 
 
-def job_context(job: Job) -> dict:
+def clock_driven(job: Job) -> dict:
+    """What the fragment shows that changes with the clock, not the record: read once, before any rendering.
+
+    The "no worker" flag costs a second store read, so only a waiting job, which shows it, pays for it.
+    """
+    store = service().store
+    now = store.now()
+    # While requests wait for a worker, this process asks for fewer polls (webapp/overload.py).
+    pace = current_app.extensions["poll_pacer"].factor
+    return {
+        "now": now,
+        "poll": poll_interval(job, now) * pace,
+        "pace": pace,
+        "scheduled": job.scheduled(now),
+        "no_worker": job.waiting and not store.live_workers(),
+    }
+
+
+def fragment_tag(job: Job, clock: dict) -> str:
+    """The fragment's ETag: the record's version, and the few things the clock moves that it shows.
+
+    It ends with the pacer's factor in clear (``-f2``): under load, the overload guard lets some
+    polls from pages still at a lower factor through, so that they learn the longer interval.
+    """
+    countdown = round(job.next_attempt_at - clock["now"]) if job.next_attempt_at else None
+    version = (job.id, job.version, clock["poll"], clock["no_worker"], clock["scheduled"], countdown)
+    return f"{hashlib.sha1(repr(version).encode()).hexdigest()[:20]}-f{clock['pace']}"
+
+
+def job_context(job: Job, clock: dict | None = None) -> dict:
     """Everything the job page and its status fragment render from."""
+    clock = clock or clock_driven(job)
     total = job.progress.get("total")
     shown_attempt = job.attempt + (1 if job.state == "retrying" else 0)
     kind = KINDS.get(job.kind)
     percent = round(100 * job.progress["done"] / total) if total else None
-    scheduled = job.scheduled(service().store.now())
     return {
+        **clock,
         "job": job,
         "kind": kind,
         "name": job_name(job, kind),
-        "title": state_title(job, kind, percent, scheduled),
-        "poll": poll_interval(job),
-        "eta": seconds_left(job),
+        "title": state_title(job, kind, percent, clock["scheduled"]),
+        "eta": seconds_left(job, clock["now"]),
         "percent": percent,
         # Shown once a job has been tried more than once, while it may still be tried again.
         "attempt": (shown_attempt, max(job.max_attempts, shown_attempt))
         if shown_attempt > 1 and not job.terminal
         else None,
-        "scheduled": scheduled,
-        "no_worker": job.waiting and not service().store.live_workers(),
-        "now": service().store.now(),
     }
 
 
@@ -160,7 +187,7 @@ def to_job(job: Job, data: dict, status: int, message: str | None = None) -> Res
 @bp.after_request
 def private_and_varying(response: Response) -> Response:
     """Job pages and JSON are private and change: never stored. Every answer here depends on Accept."""
-    response.vary.add("Accept")
+    add_vary(response, "Accept")
     response.headers.setdefault("Cache-Control", "no-store")
     return response
 
@@ -233,27 +260,20 @@ def show(job_id: str):
 
 @bp.get("/<job_id>/status")
 def status(job_id: str):
-    """Return the status fragment alone; 304 when nothing has changed."""
+    """Return the status fragment alone; 304 when nothing it shows has changed, before anything is rendered."""
     job = owned_job(job_id)
     if wants_json():
         return jsonify(job_json(job))
-    context = job_context(job)
-    tag = hashlib.sha1(repr(fragment_version(context)).encode()).hexdigest()[:20]
+    clock = clock_driven(job)
+    tag = fragment_tag(job, clock)
     if request.if_none_match.contains(tag):
         response = Response(status=304)
     else:
-        response = Response(render_template("partials/job_status_swap.html", **context))
+        response = Response(render_template("partials/job_status_swap.html", **job_context(job, clock)))
     response.set_etag(tag)
     # The browser may keep a fragment, but must ask again each time: its ETag then makes the answer a 304.
     response.headers["Cache-Control"] = "private, no-cache"
     return response
-
-
-def fragment_version(context: dict) -> tuple:
-    """Everything the fragment shows that can change: the record, and a few things the clock moves."""
-    job = context["job"]
-    countdown = round(job.next_attempt_at - context["now"]) if job.next_attempt_at else None
-    return job.id, job.version, context["poll"], context["no_worker"], context["scheduled"], countdown
 
 
 @bp.post("/<job_id>/cancel")

@@ -1,0 +1,340 @@
+"""The status poll stays cheap without changing what it answers: the session cookie, the ETag and the 304."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from datetime import datetime, timedelta
+
+import flask
+import pytest
+from helpers import job_id_from, soup, submit
+
+from webapp import jobs, overload, security, sessions
+from webapp.store import Job, new_id
+
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+
+
+def session_cookies(response) -> list[str]:
+    return [value for value in response.headers.getlist("Set-Cookie") if value.startswith("session=")]
+
+
+@sqlite_only
+def test_first_submit_sets_the_session_cookie_and_polls_do_not_resend_it(client):
+    response = submit(client, "timer", {"seconds": "1"})
+    [cookie] = session_cookies(response)
+    assert "expires=" in cookie.lower()  # The owner's session is permanent.
+    job_id = job_id_from(response)
+    first = client.get(f"/jobs/{job_id}/status")
+    again = client.get(f"/jobs/{job_id}/status", headers={"If-None-Match": first.headers["ETag"]})
+    assert (first.status_code, again.status_code) == (200, 304)
+    for poll in (first, again):
+        assert session_cookies(poll) == []
+        assert "Cookie" in poll.headers["Vary"]
+    # The cookie it kept still proves ownership, so the polls above were the owner's.
+    assert client.get(f"/jobs/{job_id}/status", headers={"Accept": "application/json"}).status_code == 200
+
+
+@sqlite_only
+def test_an_unchanged_session_cookie_is_refreshed_once_it_is_old(app, client):
+    job_id = job_id_from(submit(client, "timer", {"seconds": "1"}))
+    app.session_interface.refresh_after = timedelta(0)  # Every cookie is now old enough.
+    [cookie] = session_cookies(client.get(f"/jobs/{job_id}/status"))
+    assert "expires=" in cookie.lower()
+    assert client.get(f"/jobs/{job_id}/status").status_code == 200
+
+
+@sqlite_only
+def test_a_changed_session_is_sent_at_once(client):
+    # Viewing a form puts a CSRF token in a new session; submitting adds the owner: each change is sent.
+    assert session_cookies(client.get("/jobs/new/timer"))
+    assert session_cookies(submit(client, "timer", {"seconds": "1"}))
+
+
+@sqlite_only
+def test_a_cookie_checked_once_is_still_checked_for_forgery_and_age(app, client, monkeypatch):
+    job_id = job_id_from(submit(client, "timer", {"seconds": "1"}))
+    assert client.get(f"/jobs/{job_id}/status").status_code == 200  # Its cookie is now known to this process.
+    cookie = client.get_cookie("session").value
+    forged = app.test_client()
+    forged.set_cookie("session", cookie[:-2] + ("AA" if cookie[-2:] != "AA" else "BB"))
+    assert forged.get(f"/jobs/{job_id}/status").status_code == 404
+
+    class Later(datetime):
+        days = 32  # Past the permanent session's lifetime of 31 days.
+
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.now(tz) + timedelta(days=cls.days)
+
+    monkeypatch.setattr(sessions, "datetime", Later)
+    assert client.get(f"/jobs/{job_id}/status").status_code == 404
+    Later.days = -1  # A cookie signed in the future is refused too.
+    assert client.get(f"/jobs/{job_id}/status").status_code == 404
+    Later.days = 0
+    assert client.get(f"/jobs/{job_id}/status").status_code == 200
+
+
+@sqlite_only
+def test_sessions_from_one_cookie_do_not_share_what_they_hold(app):
+    value = app.session_interface.get_signing_serializer(app).dumps({"owner": "o", "_flashes": [["message", "one"]]})
+    opened = []
+    for _ in range(2):
+        with app.test_request_context(headers={"Cookie": f"session={value}"}):
+            opened.append(app.session_interface.open_session(app, flask.request))
+    opened[0]["_flashes"].append(["message", "two"])
+    assert opened[1]["_flashes"] == [["message", "one"]]
+
+
+OWNER = "poll-owner"
+HTML = {"Accept": "text/html", "HX-Request": "true"}
+
+
+@pytest.fixture
+def store(app):
+    """The app's own store, so that a test can count its reads and move its clock."""
+    return app.extensions["tasklight"].store
+
+
+@pytest.fixture
+def make_job(client, store):
+    """Record a job for this client's session straight in the store, queued or running, without a worker."""
+    with client.session_transaction() as session:
+        session["owner"] = OWNER
+
+    def make(state: str = "queued") -> str:
+        job = store.create(Job(id=new_id(), kind="timer", owner=OWNER, inputs={"seconds": 60.0, "fail": False}))
+        if state != "queued":
+            store.start(job.id, "test:1")
+            store.update(job.id, {"progress": {"done": 1, "total": 60, "message": "1 of 60 s"}})
+        return job.id
+
+    return make
+
+
+def poll(client, job_id: str, etag: str | None = None, headers: dict = HTML, **kwargs):
+    headers = {**headers, **({"If-None-Match": etag} if etag else {})}
+    return client.get(f"/jobs/{job_id}/status", headers=headers, **kwargs)
+
+
+def counting(monkeypatch, obj, name: str) -> list:
+    """Count the calls of ``obj.name``; returns the list that grows by one per call."""
+    calls, method = [], getattr(obj, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return method(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, counted)
+    return calls
+
+
+def test_unchanged_fragment_is_a_304_with_no_body_and_the_same_headers(client, make_job):
+    job_id = make_job("running")
+    first = poll(client, job_id)
+    again = poll(client, job_id, first.headers["ETag"])
+    assert (first.status_code, again.status_code) == (200, 304)
+    assert again.get_data() == b""
+    assert again.headers["ETag"] == first.headers["ETag"]
+    for response in (first, again):
+        assert response.headers["Cache-Control"] == "private, no-cache"
+        assert {"Accept", "Cookie"} <= {part.strip() for part in response.headers["Vary"].split(",")}
+
+
+def test_current_tag_answers_304_before_anything_is_rendered(client, make_job, monkeypatch):
+    job_id = make_job("running")
+    tag = poll(client, job_id).headers["ETag"]
+
+    def must_not_render(*args, **kwargs):
+        raise AssertionError("a 304 rendered the fragment")
+
+    monkeypatch.setattr(jobs, "render_template", must_not_render)
+    monkeypatch.setattr(jobs, "job_context", must_not_render)
+    assert poll(client, job_id, tag).status_code == 304
+
+
+def test_tag_changes_when_the_record_changes(client, store, make_job):
+    job_id = make_job("running")
+    first = poll(client, job_id)
+    store.update(job_id, {"progress": {"done": 30, "total": 60, "message": "30 of 60 s"}})
+    changed = poll(client, job_id, first.headers["ETag"])
+    assert changed.status_code == 200
+    assert changed.headers["ETag"] != first.headers["ETag"]
+    assert "30 of 60 s" in changed.get_data(as_text=True)
+    assert poll(client, job_id, changed.headers["ETag"]).status_code == 304
+
+
+def test_tag_changes_when_the_poll_interval_does(client, store, make_job, monkeypatch):
+    job_id = make_job("queued")  # A queued job with no worker stays as it is while the clock moves.
+    first = poll(client, job_id)
+    assert 'hx-trigger="every 1s"' in first.get_data(as_text=True)
+    later = store.now() + 30
+    monkeypatch.setattr(store, "now", lambda: later)
+    changed = poll(client, job_id, first.headers["ETag"])
+    assert changed.status_code == 200
+    assert changed.headers["ETag"] != first.headers["ETag"]
+    assert 'hx-trigger="every 2s"' in changed.get_data(as_text=True)
+
+
+def test_tag_follows_a_waiting_jobs_no_worker_notice(client, store, make_job):
+    job_id = make_job("queued")
+    alone = poll(client, job_id)
+    assert "Waiting for a worker" in alone.get_data(as_text=True)
+    store.beat_worker("test:1")
+    served = poll(client, job_id, alone.headers["ETag"])
+    assert served.status_code == 200
+    assert "Waiting for a worker" not in served.get_data(as_text=True)
+    store.forget_worker("test:1")
+    again = poll(client, job_id, served.headers["ETag"])
+    assert again.status_code == 200
+    assert again.headers["ETag"] == alone.headers["ETag"]
+
+
+def test_tag_follows_a_retrying_jobs_countdown(client, store, make_job, monkeypatch):
+    job_id = make_job("running")
+    now = store.now()
+    store.update(job_id, {"state": "retrying", "next_attempt_at": now + 10})
+    monkeypatch.setattr(store, "now", lambda: now)
+    first = poll(client, job_id)
+    assert "in 10 s" in first.get_data(as_text=True)
+    assert poll(client, job_id, first.headers["ETag"]).status_code == 304
+    monkeypatch.setattr(store, "now", lambda: now + 1)
+    later = poll(client, job_id, first.headers["ETag"])
+    assert later.status_code == 200
+    assert "in 9.0 s" in later.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("answer", [200, 304, "json"])
+def test_a_running_jobs_poll_reads_the_store_once(client, store, make_job, monkeypatch, answer):
+    job_id = make_job("running")
+    tag = poll(client, job_id).headers["ETag"]
+    loads = counting(monkeypatch, store, "load")
+    lookups = counting(monkeypatch, store, "live_workers")
+    if answer == "json":
+        response = client.get(f"/jobs/{job_id}/status", headers={"Accept": "application/json"})
+    else:
+        response = poll(client, job_id, tag if answer == 304 else None)
+    assert response.status_code == (304 if answer == 304 else 200)
+    assert (len(loads), len(lookups)) == (1, 0)
+
+
+def test_only_a_waiting_job_looks_up_the_workers(client, store, make_job, monkeypatch):
+    job_id = make_job("queued")
+    tag = poll(client, job_id).headers["ETag"]
+    loads = counting(monkeypatch, store, "load")
+    lookups = counting(monkeypatch, store, "live_workers")
+    assert poll(client, job_id, tag).status_code == 304
+    assert (len(loads), len(lookups)) == (1, 1)
+
+
+@sqlite_only
+def test_the_fragments_cancel_button_carries_a_token_that_works(client, store, make_job):
+    job_id = make_job("running")
+    forms = [soup(poll(client, job_id)).select_one("form[action$='/cancel']") for _ in range(2)]
+    tokens = [form.select_one("input[name=csrf_token]")["value"] for form in forms]
+    assert tokens[0] == tokens[1]  # Signed once, then reused.
+    assert client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": tokens[0]}).status_code == 303
+    assert store.get(job_id).cancel_requested
+    assert client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": tokens[0] + "x"}).status_code == 400
+
+
+class WaitedSocket:
+    """Stands for gunicorn's client socket: its TCP_INFO says the request's bytes arrived ``ms`` ago."""
+
+    def __init__(self, ms: int):
+        self.ms = ms
+
+    def getsockopt(self, level, option, size):
+        info = bytearray(size)
+        struct.pack_into("I", info, overload.LAST_DATA_RECV, self.ms)
+        return bytes(info)
+
+
+def waited(ms: int) -> dict:
+    return {"environ_overrides": {"gunicorn.socket": WaitedSocket(ms)}}
+
+
+def test_the_wait_comes_from_the_connection_or_is_unknown():
+    assert overload.queue_wait({}) is None  # Not under gunicorn: nothing is measured, nothing is shed.
+    assert overload.queue_wait({"gunicorn.socket": WaitedSocket(1500)}) == 1.5
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        with socket.create_connection(server.getsockname()) as client:
+            client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(100)
+                assert overload.queue_wait({"gunicorn.socket": connection}) >= 0
+
+
+def test_a_poll_that_waited_too_long_gets_a_quick_503(app, client, make_job, monkeypatch):
+    job_id = make_job("running")
+    tag = poll(client, job_id).headers["ETag"]
+    loads = counting(monkeypatch, app.extensions["tasklight"].store, "load")
+    for headers in (HTML, {"Accept": "application/json"}):
+        busy = poll(client, job_id, tag, headers, **waited(600))
+        assert busy.status_code == 503
+        assert int(busy.headers["Retry-After"]) >= 1
+        assert busy.headers["Cache-Control"] == "no-store"
+        assert busy.headers["Content-Security-Policy"] == security.CONTENT_SECURITY_POLICY
+        assert job_id not in busy.get_data(as_text=True)
+    assert busy.get_json()["status"] == 503
+    assert loads == []  # Nothing was read: the answer says nothing about the job or whose it is.
+    # A poll that waited less, and anything that is not a poll, is answered as ever.
+    assert poll(client, job_id, tag, **waited(100)).status_code == 304
+    assert client.get(f"/jobs/{job_id}", **waited(600)).status_code == 200
+
+
+def test_late_polls_from_pages_at_an_older_interval_are_sometimes_answered(app, client, make_job, monkeypatch):
+    job_id = make_job("running")
+    tag = poll(client, job_id).headers["ETag"]
+    assert tag.endswith('-f1"')
+    guard = app.wsgi_app
+    guard.admit = 1.0  # Every late poll that still has to learn the interval is answered.
+    assert poll(client, job_id, tag, **waited(600)).status_code == 503  # This page polls as the pacer asks.
+    assert poll(client, job_id, **waited(600)).status_code == 200  # This one has no interval from us yet.
+    app.extensions["poll_pacer"].factor = 2
+    learnt = poll(client, job_id, tag, **waited(600))
+    assert learnt.status_code == 200
+    assert learnt.headers["ETag"].endswith('-f2"')
+    monkeypatch.setattr(overload.random, "random", lambda: 0.5)
+    guard.admit = 0.6
+    assert poll(client, job_id, tag, **waited(600)).status_code == 200
+    assert poll(client, job_id, tag, **waited(1200)).status_code == 503  # Past twice the limit, a fifth as many.
+    guard.admit = 0.0
+    assert poll(client, job_id, tag, **waited(600)).status_code == 503
+
+
+def test_the_pacer_lengthens_the_poll_interval_and_so_changes_the_tag(app, client, make_job):
+    job_id = make_job("queued")
+    first = poll(client, job_id)
+    assert 'hx-trigger="every 1s"' in first.get_data(as_text=True)
+    app.extensions["poll_pacer"].factor = 4
+    slower = poll(client, job_id, first.headers["ETag"])
+    assert slower.status_code == 200
+    assert 'hx-trigger="every 4s"' in slower.get_data(as_text=True)
+    page = soup(client.get(f"/jobs/{job_id}"))
+    assert page.select_one("noscript meta[http-equiv=refresh]")["content"] == "4"
+
+
+def test_the_pacer_doubles_while_requests_wait_and_halves_once_they_do_not():
+    now = [0.0]
+    pacer = overload.PollPacer(busy=0.2, idle=0.02, most=8, raise_every=2.0, lower_every=30.0, clock=lambda: now[0])
+    for _ in range(50):
+        pacer.observe(1.0)
+    assert pacer.factor == 2  # Once: pages learn the new interval only on their next poll.
+    now[0] = 3.0
+    pacer.observe(1.0)
+    assert pacer.factor == 2  # Not before about one new interval (2 s times the factor).
+    for moment in (4.0, 12.0, 28.0):
+        now[0] = moment
+        pacer.observe(1.0)
+    assert pacer.factor == 8  # At 4 and 12 s, and never past ``most``.
+    for _ in range(100):
+        pacer.observe(0.0)
+    assert pacer.factor == 8  # Not within 30 s of the last change.
+    now[0] = 43.0
+    pacer.observe(0.0)
+    assert pacer.factor == 4
+    pacer.observe(0.0)
+    assert pacer.factor == 4
