@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict
 
 from flask import Flask
@@ -41,8 +40,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     app.config.update({k: v for k, v in (test_config or {}).items() if not hasattr(settings, k)})
     app.session_interface = SessionInterface()
-    # Flask asks, on every request, whether each hook and the view is a coroutine function; the answer never changes.
-    app.ensure_sync = functools.lru_cache(maxsize=256)(app.ensure_sync)
 
     if settings.BEHIND_TLS:
         # Behind the proxy that terminates HTTPS, trust its word on the scheme, host and client, so that the
