@@ -338,3 +338,9 @@ def test_the_pacer_doubles_while_requests_wait_and_halves_once_they_do_not():
     assert pacer.factor == 4
     pacer.observe(0.0)
     assert pacer.factor == 4
+
+
+@sqlite_only
+def test_templates_are_compiled_once_outside_debug(app):
+    assert not app.debug
+    assert not app.jinja_env.auto_reload  # Jinja keeps each compiled template and never checks the file again.
