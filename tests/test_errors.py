@@ -1,5 +1,7 @@
 """Error answers: a store that is down gets a friendly 503, never a traceback."""
 
+import json
+
 import pytest
 from helpers import csrf_token, soup
 
@@ -38,3 +40,28 @@ def test_a_method_not_allowed_names_the_allowed_ones(client):
         response = client.delete("/jobs", headers=headers)
         assert response.status_code == 405
         assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+
+
+def test_during_an_outage_a_polling_page_keeps_its_state_and_polls_more_slowly(down_app):
+    """htmx swaps a 503 (base.html): the status poll's answer keeps the state the page says it shows (its
+    hx-headers), and asks for a slower poll; any other 503 that htmx fetches says not to swap it."""
+    client = down_app.test_client()
+    with client.session_transaction() as session:
+        session["owner"] = "someone"
+    htmx = {"HX-Request": "true"}
+    job_id = "a" * 32
+    polled = client.get(f"/jobs/{job_id}/status", headers={**htmx, "Tasklight-Shown-State": "running"})
+    assert polled.status_code == 503 and polled.headers["Retry-After"] == "10"
+    section = soup(polled).select_one("#job-status")
+    assert section["data-state"] == "running" and section["hx-trigger"] == "every 10s"
+    assert section["hx-get"] == f"/jobs/{job_id}/status"
+    assert "cannot be reached" in section.get_text()
+    # A poll that names no state (or an ended one), and every other request, get the usual 503, unswapped.
+    ended = {**htmx, "Tasklight-Shown-State": "succeeded"}
+    for path, headers in ((f"/jobs/{job_id}/status", htmx), (f"/jobs/{job_id}/status", ended), ("/jobs/rows", htmx)):
+        response = client.get(path, headers=headers)
+        assert response.status_code == 503 and response.headers["HX-Reswap"] == "none", path
+    assert "HX-Reswap" not in client.get(f"/jobs/{job_id}").headers
+    base = soup(client.get("/"))
+    config = json.loads(base.select_one("meta[name=htmx-config]")["content"])
+    assert {"code": "503", "swap": True, "error": True} in config["responseHandling"]

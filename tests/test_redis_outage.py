@@ -249,3 +249,30 @@ def test_a_submit_during_an_outage_keeps_the_form_values(outage_settings, make_a
     field = soup_of(answer).select_one("form input[name=seconds]")
     assert field is not None, "the 503 page shows no form"
     assert field["value"] == "7.5"
+
+
+@redis_only
+@pytest.mark.browser
+def test_a_page_open_through_an_outage_says_so_polls_slower_and_comes_back(
+    outage_settings, make_app, start_consumer, durable_redis, browser
+):
+    """In Chromium: while Redis is down the job's page keeps its state, says the store cannot be reached and
+    polls every 10 s; once Redis is back it carries on to the result, with no reload."""
+    app = make_app(TESTING=False)
+    start_consumer(workers=1)
+    with serving(app) as (host, port):
+        context = browser.new_context(base_url=f"http://{host}:{port}")
+        context.set_default_timeout(30_000)
+        page = context.new_page()
+        page.goto("/jobs/new/timer")
+        page.fill("#seconds", "4")
+        with page.expect_navigation():
+            page.click("#submit")
+        page.wait_for_selector("#job-status[data-state=running]")
+        page.evaluate("window.__marker = 1")
+        with outage(durable_redis, "restart"):
+            page.wait_for_selector("#job-status[hx-trigger='every 10s'] .warning")
+            assert page.get_attribute("#job-status", "data-state") == "running"
+        page.wait_for_selector("#job-status[data-state=succeeded]", timeout=40_000)
+        assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+        context.close()

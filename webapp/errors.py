@@ -2,7 +2,7 @@
 
 import uuid
 
-from flask import Flask, current_app, make_response
+from flask import Flask, current_app, make_response, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -40,7 +40,11 @@ def purged(exc: JobPurged):
 
 def unavailable(exc: StoreUnavailable):
     message = "The job store cannot be reached just now, so nothing was changed. Please try again in a moment."
-    return error_page(503, "Service unavailable", message)
+    body, status, headers = error_page(503, "Service unavailable", message)
+    if request.headers.get("HX-Request") == "true":
+        # htmx swaps a 503 in (base.html), for the status fragment's outage answer; this page must not be.
+        headers["HX-Reswap"] = "none"
+    return body, status, headers
 
 
 def over_limit(exc: OverLimit):

@@ -26,7 +26,7 @@ from .kinds import KINDS, Kind
 from .listing import ListQuery, job_listing
 from .negotiate import add_vary, respond, wants_json
 from .service import NotRetryable, UploadGone, service
-from .store import RUNNING, SUCCEEDED, Job, JobNotFound, StoreUnavailable
+from .store import RUNNING, SUCCEEDED, WAITING, Job, JobNotFound, StoreUnavailable
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
@@ -101,6 +101,26 @@ def fragment_tag(job: Job, clock: dict) -> str:
     countdown = round(job.next_attempt_at - clock["now"]) if job.next_attempt_at else None
     version = (job.id, job.version, clock["poll"], clock["no_worker"], clock["scheduled"], countdown)
     return f"{hashlib.sha1(repr(version).encode()).hexdigest()[:20]}-f{clock['pace']}"
+
+
+#: A polling fragment sends the state it shows in this header (its hx-headers), for an answer during an outage.
+SHOWN_STATE_HEADER = "Tasklight-Shown-State"
+#: Seconds between polls while the store cannot be reached.
+OUTAGE_POLL_SECONDS = 10
+
+
+def outage_fragment(job_id: str) -> Response | None:
+    """During a store outage, a polling page's answer: its state as it shows it, polling more slowly.
+
+    htmx swaps a 503 (see base.html), so a page learns the longer interval and says why it is
+    stale. Only a poll that says which state it shows gets this; it reveals nothing the page did not send.
+    """
+    shown = request.headers.get(SHOWN_STATE_HEADER)
+    if request.headers.get("HX-Request") != "true" or wants_json() or shown not in WAITING | {RUNNING}:
+        return None
+    html = render_template("partials/job_status_outage.html", job_id=job_id, state=shown, poll=OUTAGE_POLL_SECONDS)
+    headers = {"Retry-After": str(OUTAGE_POLL_SECONDS), "Cache-Control": "no-store"}
+    return Response(html, 503, headers)
 
 
 def job_context(job: Job, clock: dict | None = None) -> dict:
@@ -261,7 +281,12 @@ def show(job_id: str):
 @bp.get("/<job_id>/status")
 def status(job_id: str):
     """Return the status fragment alone; 304 when nothing it shows has changed, before anything is rendered."""
-    job = owned_job(job_id)
+    try:
+        job = owned_job(job_id)
+    except StoreUnavailable:
+        if (answer := outage_fragment(job_id)) is not None:
+            return answer
+        raise
     if wants_json():
         return jsonify(job_json(job))
     clock = clock_driven(job)

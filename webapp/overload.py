@@ -141,6 +141,8 @@ class OverloadGuard:
             ("Retry-After", str(retry)),
             ("Cache-Control", "no-store"),
             ("Vary", "Accept"),
+            # htmx swaps a 503 in (base.html), for the store-outage fragment; this one keeps the page as it is.
+            ("HX-Reswap", "none"),
             *HEADERS.items(),
         ]
         start_response("503 Service Unavailable", headers)
