@@ -12,7 +12,6 @@ from .kinds import KINDS, Kind
 from .queue import JobQueue
 from .store import (
     CANCELLED,
-    CANCELLED_BY_USER,
     FAILED,
     QUEUED,
     RUNNING,
@@ -130,7 +129,7 @@ class Tasklight:
 
     def cancel(self, job: Job) -> str:
         """Cancel a waiting job at once, or ask a running one to stop; return what happened."""
-        error = job.failure("Cancelled by its owner.", CANCELLED_BY_USER)
+        error = job.cancellation()
         if self.store.finish(job.id, CANCELLED, {"error": error}, states=WAITING):
             return "The job was cancelled before it ran."
         if self.store.update(

@@ -31,7 +31,6 @@ from .kinds import KINDS
 from .queue import JobQueue
 from .store import (
     CANCELLED,
-    CANCELLED_BY_USER,
     FAILED,
     MAX_LOG_LINE,
     MAX_LOG_LINES,
@@ -199,7 +198,7 @@ def cancelled_by_owner(job: Job, progress: dict) -> dict:
     """The changes that end a job its owner cancelled."""
     return {
         "progress": {**progress, "message": "Cancelled."},
-        "error": job.failure("Cancelled by its owner.", CANCELLED_BY_USER),
+        "error": job.cancellation(),
     }
 
 

@@ -187,6 +187,10 @@ class Job:
         """Queued to start at a time still to come."""
         return self.state == QUEUED and self.scheduled_for is not None and self.scheduled_for > now
 
+    def cancellation(self) -> dict:
+        """The ``error`` of a job its owner cancelled, whether it was waiting or running."""
+        return self.failure("Cancelled by its owner.", CANCELLED_BY_USER)
+
     @property
     def status(self) -> str:
         """The coarse status of Django 6's task framework: READY, RUNNING, SUCCESSFUL or FAILED."""
