@@ -68,6 +68,10 @@ class SqliteStore(JobStore):
                 os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
                 conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
                 conn.execute("pragma journal_mode=wal")
+                # In WAL mode, NORMAL syncs at checkpoints rather than at every commit. A crash of the
+                # app loses nothing; a power cut may undo the last writes, which the recovery treats
+                # like a worker that stopped. Huey's queue in the same file keeps its own setting.
+                conn.execute("pragma synchronous=normal")
                 conn.executescript(SCHEMA)
                 self._local.conn, self._local.pid = conn, os.getpid()
             yield conn
