@@ -287,6 +287,34 @@ def unavailable_on(is_outage: Callable[[BaseException], bool]) -> Iterator[None]
         raise
 
 
+class ParsedRecords:
+    """The record last decoded for each job, so that reading the same text again does not decode it again.
+
+    A status poll mostly finds the record as the last poll did, and decoding
+    its JSON cost more than the rest of a 304. A record is a value, never
+    changed in place, so the same ``Job`` can be handed out again. At most
+    ``size`` records of at most ``max_text`` characters are kept, oldest out first.
+    """
+
+    def __init__(self, size: int = 2048, max_text: int = 32 * 1024):
+        self.size = size
+        self.max_text = max_text
+        self._records: dict[str, tuple[str | bytes, Job]] = {}
+
+    def parse(self, job_id: str, text: str | bytes) -> Job:
+        kept = self._records.get(job_id)
+        if kept is not None and kept[0] == text:
+            return kept[1]
+        job = Job.from_json(text)
+        if len(text) <= self.max_text:
+            self._records.pop(job_id, None)
+            self._records[job_id] = (text, job)
+            if len(self._records) > self.size:
+                # The oldest entry; another thread may have taken it out first.
+                self._records.pop(next(iter(self._records)), None)
+        return job
+
+
 class JobStore:
     """The store interface: the rules live here, and each backend provides the storage primitives."""
 
@@ -294,6 +322,8 @@ class JobStore:
         self.retention = retention
         self.tombstone_retention = tombstone_retention
         self.heartbeat_timeout = heartbeat_timeout
+        #: Decodes what ``load`` reads; see ParsedRecords.
+        self.parsed = ParsedRecords()
 
     def now(self) -> float:
         """The time by the store's clock, in seconds since the epoch.

@@ -94,7 +94,7 @@ class RedisStore(JobStore):
     def load(self, job_id: str) -> Job | None:
         with unavailable_on(is_outage):
             raw = self.redis.get(self.key("job", job_id))
-        return Job.from_json(raw) if raw else None
+        return self.parsed.parse(job_id, raw) if raw else None
 
     def modify(self, job_id, change, known=None):
         # One round trip when ``known`` is current: the script writes only if

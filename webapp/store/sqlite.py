@@ -105,8 +105,8 @@ class SqliteStore(JobStore):
         self._select("select 1")
 
     def load(self, job_id: str) -> Job | None:
-        jobs = self._jobs_where("id = ?", job_id)
-        return jobs[0] if jobs else None
+        rows = self._select("select data from jobs where id = ?", job_id)
+        return self.parsed.parse(job_id, rows[0][0]) if rows else None
 
     def modify(self, job_id, change, known=None):
         # Reading inside the write transaction costs no round trip here, so ``known`` is not needed.
