@@ -36,6 +36,8 @@ def init_app(app: Flask) -> None:
     # After CSRFProtect's: the templates' csrf_token() is this one, in imported macros and in pages alike.
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.context_processor(lambda: {"csrf_token": csrf_token})
+    # The one-button POST form, made once: an import in a template made the macros' module again on each render.
+    app.jinja_env.globals["post_button"] = app.jinja_env.get_template("partials/macros.html").module.post_button
 
 
 def refuse_unnamed_fields() -> None:
