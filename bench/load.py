@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import re
 import shutil
@@ -58,6 +59,16 @@ from common import (
 BACKENDS = ("redis", "sqlite")
 HTML = {"Accept": "text/html", "HX-Request": "true"}
 TRIGGER = re.compile(rb'hx-trigger="every ([0-9.]+)s"')
+#: The headers a fragment asks htmx to send with its next poll (the state and timeline the page shows).
+HX_HEADERS = re.compile(rb"hx-headers='([^']*)'")
+
+
+def hx_headers(body: bytes) -> dict:
+    """The headers htmx sends with the next poll of the fragment in ``body``, from its ``hx-headers``."""
+    found = HX_HEADERS.search(body)
+    return json.loads(found[1]) if found else {}
+
+
 # The servers must not mark the benchmark's running jobs lost mid-run: no consumer beats for them.
 EXTRA = {"HEARTBEAT_TIMEOUT": 3600}
 # Counts the status codes of every thread and prints them, with the summary, as "BENCH" lines.
@@ -176,13 +187,14 @@ async def poll_browsers(
         connector=connector, cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=timeout)
     )
 
-    async def poll(url: str, headers: dict, scheduled: float, etag: dict, pace: dict) -> None:
+    async def poll(url: str, headers: dict, scheduled: float, learned: dict, pace: dict) -> None:
+        """One poll; ``learned`` holds what the last answers taught the browser to send (ETag, hx-headers)."""
         sent = loop.time()
         stats["sent"] += 1
         stats["lags"].append(sent - scheduled)
         status = None
         try:
-            async with client.get(url, headers={**headers, **etag}) as response:
+            async with client.get(url, headers={**headers, **learned}) as response:
                 body = await response.read()
                 stats["answered"] += 1
                 stats["latencies"].append(loop.time() - sent)
@@ -192,7 +204,9 @@ async def poll_browsers(
                 elif response.status not in (200, 304):
                     stats["errors"] += 1
                 elif "ETag" in response.headers:
-                    etag["If-None-Match"] = response.headers["ETag"]
+                    learned["If-None-Match"] = response.headers["ETag"]
+                if response.status == 200:
+                    learned.update(hx_headers(body))
                 if follow and response.status == 200 and (trigger := TRIGGER.search(body)):
                     pace["interval"] = float(trigger[1])
         except TimeoutError:
@@ -203,14 +217,14 @@ async def poll_browsers(
         stats["timeline"].append((sent - start, loop.time() - sent if status else None, status, pace["interval"]))
 
     async def browser(job_id: str, cookie: str, first: float, end: float) -> None:
-        url, headers, etag = f"{base}/jobs/{job_id}/status", {**HTML, "Cookie": f"session={cookie}"}, {}
+        url, headers, learned = f"{base}/jobs/{job_id}/status", {**HTML, "Cookie": f"session={cookie}"}, {}
         in_flight, tick, pace = None, first, {"interval": interval}
         while tick < end:
             await asyncio.sleep(max(0.0, tick - loop.time()))
             if in_flight is not None and not in_flight.done():
                 stats["skipped"] += 1  # htmx drops a poll while the element's previous request is in flight.
             else:
-                in_flight = asyncio.create_task(poll(url, headers, tick, etag, pace))
+                in_flight = asyncio.create_task(poll(url, headers, tick, learned, pace))
             tick += pace["interval"]
         if in_flight is not None:
             await in_flight
@@ -274,7 +288,10 @@ def main() -> None:
             servers[backend] = (submitter, template, settings)
             url = f"{base}/jobs/{job_id}/status"
             page = {**HTML, "Cookie": f"session={cookie}"}
-            etag = requests.get(url, headers=page, timeout=10).headers["ETag"]
+            first = requests.get(url, headers=page, timeout=10)
+            # Every poll after the first sends what the fragment's hx-headers ask for, as htmx does.
+            page |= hx_headers(first.content)
+            etag = first.headers["ETag"]
             json_view = {"Accept": "application/json", "Cookie": f"session={cookie}"}
             cells += [
                 ((backend, "200 fragment"), url, page, 200),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 from datetime import datetime, timedelta
@@ -139,7 +140,24 @@ def test_unchanged_fragment_is_a_304_with_no_body_and_the_same_headers(client, m
     assert again.headers["ETag"] == first.headers["ETag"]
     for response in (first, again):
         assert response.headers["Cache-Control"] == "private, no-cache"
-        assert {"Accept", "Cookie"} <= {part.strip() for part in response.headers["Vary"].split(",")}
+        vary = {part.strip() for part in response.headers["Vary"].split(",")}
+        assert {"Accept", "Cookie", jobs.SHOWN_TIMELINE_HEADER} <= vary
+
+
+def test_a_poll_sends_the_timeline_only_to_a_page_that_does_not_show_it_as_it_stands(client, store, make_job):
+    job_id = make_job("running")
+    first = soup(poll(client, job_id))
+    assert first.select_one("#job-timeline")["hx-swap-oob"] == "true"
+    # htmx sends the fragment's hx-headers with its next poll, naming the timeline the page shows.
+    shown = json.loads(first.select_one("#job-status")["hx-headers"])
+    assert shown[jobs.SHOWN_TIMELINE_HEADER] == jobs.timeline_mark(store.get(job_id))
+    store.update(job_id, {"progress": {"done": 2, "total": 60, "message": "2 of 60 s"}})
+    progressed = soup(poll(client, job_id, headers={**HTML, **shown}))
+    assert progressed.select_one("#job-status progress")["value"] == "2"
+    assert progressed.select_one("#job-timeline") is None
+    store.update(job_id, {"cancel_requested": True, "event": {"event": "cancel_requested"}})
+    cancelling = soup(poll(client, job_id, headers={**HTML, **shown}))
+    assert cancelling.select("#job-timeline li")[-1]["data-event"] == "cancel_requested"
 
 
 def test_current_tag_answers_304_before_anything_is_rendered(client, make_job, monkeypatch):

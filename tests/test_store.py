@@ -25,6 +25,7 @@ from webapp.store import (
     Job,
     JobNotFound,
     JobPurged,
+    ParsedRecords,
     StoreUnavailable,
     new_id,
     open_store,
@@ -268,3 +269,20 @@ def test_usage_counts_active_jobs_and_stored_upload_bytes(store):
     assert store.usage("alice") == (1, 8)
     store.purge(running.id)
     assert store.usage("alice") == (1, 5)
+
+
+def test_a_record_read_again_as_the_same_text_is_decoded_once():
+    parsed = ParsedRecords(size=2, max_text=2000)
+    job = Job(id=new_id(), kind="timer", owner="me")
+    text = job.to_json()
+    first = parsed.parse(job.id, text)
+    assert first == job and parsed.parse(job.id, text) is first
+    changed = replace(job, state=RUNNING, version=2).to_json()
+    second = parsed.parse(job.id, changed)
+    assert second.state == RUNNING and parsed.parse(job.id, changed) is second
+    # At most ``size`` records are kept, the oldest out first; a long record is decoded but not kept.
+    for other in [Job(id=new_id(), kind="timer", owner="me") for _ in range(2)]:
+        parsed.parse(other.id, other.to_json())
+    assert parsed.parse(job.id, changed) is not second
+    long = replace(job, label="x" * 2000).to_json()
+    assert parsed.parse(job.id, long) is not parsed.parse(job.id, long)

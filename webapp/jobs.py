@@ -105,6 +105,8 @@ def fragment_tag(job: Job, clock: dict) -> str:
 
 #: A polling fragment sends the state it shows in this header (its hx-headers), for an answer during an outage.
 SHOWN_STATE_HEADER = "Tasklight-Shown-State"
+#: It sends which timeline its page shows in this one, so that a poll sends the timeline only when it has changed.
+SHOWN_TIMELINE_HEADER = "Tasklight-Shown-Timeline"
 #: Seconds between polls while the store cannot be reached.
 OUTAGE_POLL_SECONDS = 10
 
@@ -123,6 +125,11 @@ def outage_fragment(job_id: str) -> Response | None:
     return Response(html, 503, headers)
 
 
+def timeline_mark(job: Job) -> str:
+    """Names the timeline as it stands: how many events, and when the last one happened."""
+    return f"{len(job.events)}@{job.events[-1]['at']:.6f}" if job.events else "0"
+
+
 def job_context(job: Job, clock: dict | None = None) -> dict:
     """Everything the job page and its status fragment render from."""
     clock = clock or clock_driven(job)
@@ -138,6 +145,7 @@ def job_context(job: Job, clock: dict | None = None) -> dict:
         "title": state_title(job, kind, percent, clock["scheduled"]),
         "eta": seconds_left(job, clock["now"]),
         "percent": percent,
+        "timeline_mark": timeline_mark(job),
         # Shown once a job has been tried more than once, while it may still be tried again.
         "attempt": (shown_attempt, max(job.max_attempts, shown_attempt))
         if shown_attempt > 1 and not job.terminal
@@ -294,10 +302,14 @@ def status(job_id: str):
     if request.if_none_match.contains(tag):
         response = Response(status=304)
     else:
-        response = Response(render_template("partials/job_status_swap.html", **job_context(job, clock)))
+        context = job_context(job, clock)
+        # The timeline goes out of band, and only to a page that does not show it as it stands.
+        context["send_timeline"] = request.headers.get(SHOWN_TIMELINE_HEADER) != context["timeline_mark"]
+        response = Response(render_template("partials/job_status_swap.html", **context))
     response.set_etag(tag)
     # The browser may keep a fragment, but must ask again each time: its ETag then makes the answer a 304.
     response.headers["Cache-Control"] = "private, no-cache"
+    add_vary(response, SHOWN_TIMELINE_HEADER)
     return response
 
 
