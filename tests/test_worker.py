@@ -6,6 +6,8 @@ import pytest
 from huey.api import Task
 from huey.exceptions import TaskTimeout
 
+from webapp.config import Settings
+from webapp.queue import JobQueue
 from webapp.store import RETRYING, SUCCEEDED, Job, new_id
 from webapp.worker import JobCancelled, JobContext, Superseded
 
@@ -73,3 +75,14 @@ def test_a_report_past_the_time_limit_raises_task_timeout(store, running):
     task._deadline = time.monotonic() - 1  # as Huey sets it when the task starts
     with pytest.raises(TaskTimeout):
         JobContext(store, running, task).report(1, 10)
+
+
+def test_the_queue_never_asks_the_store_whether_a_task_was_revoked(settings, store, monkeypatch):
+    # A job is cancelled in its record; Huey's revocation check would be a store round trip per task.
+    queue = JobQueue(Settings.load(settings), store)
+    job = store.create(Job(id=new_id(), kind="timer", owner="a"))
+    queue.enqueue_job(job)
+    [task] = queue.pending()
+    queue.revoke_by_id(job.id)
+    monkeypatch.setattr(queue.storage, "peek_many", lambda keys: pytest.fail("read the revocation keys"))
+    assert not queue.is_revoked(task)

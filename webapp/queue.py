@@ -67,6 +67,14 @@ class JobQueue(Huey):
             raise RuntimeError("this process only enqueues jobs; run them with huey_consumer tasks.huey")
         self._run(job_id, task)
 
+    def is_revoked(self, task, timestamp=None, peek=True) -> bool:
+        """Never: a job is cancelled in its record, not by Huey's revocation, so a task needs no check.
+
+        Huey reads a task's revocation keys before running it, a store round trip per task that
+        would never find anything here. ``revoke()`` on this queue has no effect; cancel the job.
+        """
+        return False
+
     def enqueue_job(self, job: Job) -> None:
         """Put a recorded job's task in the queue, under the job's id, with the job's options."""
         now = self._store.now()
