@@ -139,10 +139,11 @@ def test_every_redis_error_is_a_503_until_it_heals(make_app, own_redis, refuse):
     finally:
         heal()
     if refuse is not wrong_type:
-        # OOM and READONLY refuse a transaction whole, so the refused submit left nothing behind. (WRONGTYPE
-        # fails one command of it only: Redis has no rollback.)
+        # OOM and READONLY refuse a transaction whole, so the refused submit left nothing behind: no record,
+        # no task. (WRONGTYPE fails one command of it only: Redis has no rollback.)
         with client.session_transaction() as session:
             assert [job.id for job in store.list(owner=session["owner"])] == [job_id]
+        assert [task.id for task in app.extensions["tasklight"].queue.pending()] == [job_id]
     assert client.get(f"/jobs/{job_id}/status").status_code == 200
     # Right after an outage a stale job is only suspected: a live worker gets a grace to beat again. This
     # one does not, so once the grace has passed it is lost.

@@ -286,3 +286,15 @@ def test_a_record_read_again_as_the_same_text_is_decoded_once():
     assert parsed.parse(job.id, changed) is not second
     long = replace(job, label="x" * 2000).to_json()
     assert parsed.parse(job.id, long) is not parsed.parse(job.id, long)
+
+
+def test_a_start_from_a_carried_record_needs_no_read_and_never_overrides_a_newer_one(store, monkeypatch):
+    carried = store.create(Job(id=new_id(), kind="timer", owner="a"))
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "load", lambda job_id: pytest.fail("read the record"))
+        assert store.start(carried.id, "w", known=carried).state == RUNNING
+    # The copy a task carries may be behind: the owner cancelled the job after it was enqueued.
+    carried = store.create(Job(id=new_id(), kind="timer", owner="a"))
+    store.finish(carried.id, CANCELLED, states={QUEUED})
+    assert store.start(carried.id, "w", known=carried) is None
+    assert store.get(carried.id).state == CANCELLED

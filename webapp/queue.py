@@ -1,8 +1,10 @@
 """The queue that the web side and the consumer share: Huey on the configured backend, with the one job task.
 
-Every kind of job runs through one Huey task, ``run_job(job_id)``. The web
-side only enqueues it; a consumer gives it a body (``webapp.worker``). Both
-register it under the same name, so a message from one runs in the other.
+Every kind of job runs through one Huey task, ``run_job(job_id, record)``.
+The web side only enqueues it; a consumer gives it a body (``webapp.worker``).
+Both register it under the same name, so a message from one runs in the other.
+The task carries the job's record as it was stored when the task was made, so
+that starting the job needs no read first while that copy is still current.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from .config import Settings
 from .store import Job, JobStore
 from .store.sqlite import BUSY_TIMEOUT
 
-#: Runs one attempt of a job, given its id and Huey's task.
-JobRunner = Callable[[str, Task], None]
+#: Runs one attempt of a job, given its id, the record the task carries (JSON; None in an older
+#: task) and Huey's task.
+JobRunner = Callable[[str, str | None, Task], None]
 
 
 class SqliteQueueStorage(SqliteStorage):
@@ -62,10 +65,10 @@ class JobQueue(Huey):
         self._run = run
         self.job_task = self.task(context=True, name="run_job")(self._run_job)
 
-    def _run_job(self, job_id: str, task: Task) -> None:
+    def _run_job(self, job_id: str, record: str | None = None, task: Task | None = None) -> None:
         if self._run is None:
             raise RuntimeError("this process only enqueues jobs; run them with huey_consumer tasks.huey")
-        self._run(job_id, task)
+        self._run(job_id, record, task)
 
     def is_revoked(self, task, timestamp=None, peek=True) -> bool:
         """Never: a job is cancelled in its record, not by Huey's revocation, so a task needs no check.
@@ -76,13 +79,32 @@ class JobQueue(Huey):
         return False
 
     def enqueue_job(self, job: Job) -> None:
-        """Put a recorded job's task in the queue, under the job's id, with the job's options."""
+        """Put a recorded job's task in the queue; ``job`` is the record as stored."""
+        self.enqueue(self.job_task_for(job))
+
+    def push_command(self, job: Job) -> list | None:
+        """On Redis, the command that queues ``job``'s task, for the store to run in the record's own transaction.
+
+        None where the queue cannot share a transaction with the store (SQLite: Huey's queue has a
+        connection of its own): there the record is written first and the task enqueued after it.
+        """
+        if not isinstance(self.storage, RedisStorage) or self.immediate:
+            return None
+        task = self.job_task_for(job)
+        # What Huey.enqueue and RedisStorage.enqueue do, less the signal, which nothing here listens to.
+        if task.expires:
+            task.resolve_expires(self.utc)
+        return ["LPUSH", self.storage.queue_key, self.serialize_task(task)]
+
+    def job_task_for(self, job: Job) -> Task:
+        """The task that runs ``job``, under the job's id, with the job's options and its record as stored."""
         now = self._store.now()
         start_within = max(job.start_by - now, 0) if job.start_by is not None else None
         # A scheduled job waits in Huey's schedule, which its consumers move to the queue when it is due.
         delay = job.scheduled_for - now if job.scheduled_for and job.scheduled_for > now else None
-        task = self.job_task.s(
+        return self.job_task.s(
             job.id,
+            job.to_json(),
             id=job.id,
             # A job enqueued again after an attempt keeps only the attempts it has left.
             retries=max(job.max_attempts - 1 - job.attempt, 0),
@@ -91,7 +113,6 @@ class JobQueue(Huey):
             expires=start_within,
             delay=delay,
         )
-        self.enqueue(task)
 
     def task_ids(self) -> set[str]:
         """The ids of the tasks waiting in the queue or in the schedule."""

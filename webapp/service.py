@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import replace
 
 from flask import current_app
 
@@ -69,7 +70,10 @@ class Tasklight:
         label: str = "",
         scheduled_for: float | None = None,
     ) -> Job:
-        """Record a job as queued, then enqueue it under the same id.
+        """Record a job as queued and enqueue it under the same id.
+
+        On Redis, the record and its task are written in one transaction. On
+        SQLite, whose queue has a connection of its own, the record comes first.
 
         :raises OverLimit: the owner is at a fair-use limit; nothing was recorded.
         :raises StoreUnavailable: nothing could be recorded, or the record
@@ -94,7 +98,12 @@ class Tasklight:
             upload_size=len(upload.content) if upload else None,
             label=label,
         )
-        self.store.create(job, upload.content if upload else None)
+        content = upload.content if upload else None
+        handed_over = replace(job, enqueued=True)
+        if (push := self.queue.push_command(handed_over)) is not None:
+            # The record and its task are written in one transaction: a submit cannot stop half-way.
+            return self.store.create(handed_over, content, push)
+        self.store.create(job, content)
         try:
             self.queue.enqueue_job(job)
         except Exception as exc:

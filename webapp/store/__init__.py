@@ -390,13 +390,21 @@ class JobStore:
         """A waiting job that can no longer start in time."""
         return job.state in WAITING and job.start_by is not None and now > job.start_by
 
-    def create(self, job: Job, upload_content: bytes | None = None) -> Job:
-        """Record a new job (before it is enqueued), with the content of its upload, if any."""
-        self.insert(job, upload_content)
+    def create(self, job: Job, upload_content: bytes | None = None, queue_push: list | None = None) -> Job:
+        """Record a new job, with the content of its upload, if any.
+
+        :param queue_push: the queue's command that enqueues the job's task, written in the same
+            transaction as the record (JobQueue.push_command; only on Redis). Without it, the job
+            is enqueued after it is recorded.
+        """
+        self.insert(job, upload_content, queue_push)
         return job
 
-    def start(self, job_id: str, worker: str) -> Job | None:
-        """Move a queued or retrying job to running as its next attempt; None if it may not run."""
+    def start(self, job_id: str, worker: str, known: Job | None = None) -> Job | None:
+        """Move a queued or retrying job to running as its next attempt; None if it may not run.
+
+        :param known: a copy of the record as it was stored, such as the one a task carries.
+        """
 
         def begin(job: Job) -> Job | None:
             now = self.now()
@@ -406,7 +414,7 @@ class JobStore:
             changes.update(worker=worker, next_attempt_at=None)
             return apply_changes(job, changes, WAITING, None, now)
 
-        return self.modify(job_id, begin)
+        return self.modify(job_id, begin, known)
 
     def update(
         self,
@@ -518,7 +526,7 @@ class JobStore:
         """
         raise NotImplementedError
 
-    def insert(self, job: Job, upload_content: bytes | None) -> None:
+    def insert(self, job: Job, upload_content: bytes | None, queue_push: list | None = None) -> None:
         raise NotImplementedError
 
     def upload_content(self, job_id: str) -> bytes | None:

@@ -123,7 +123,9 @@ class SqliteStore(JobStore):
                 )
         return job
 
-    def insert(self, job: Job, upload_content: bytes | None) -> None:
+    def insert(self, job: Job, upload_content: bytes | None, queue_push: list | None = None) -> None:
+        if queue_push:
+            raise ValueError("Huey's SQLite queue has a connection of its own: enqueue after inserting")
         with self._transaction() as conn:
             conn.execute(
                 "insert into jobs (id, owner, kind, state, created_at, purge_at, data) values (?, ?, ?, ?, ?, ?, ?)",
