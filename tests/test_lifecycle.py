@@ -264,3 +264,13 @@ def test_a_queued_job_whose_task_was_lost_is_enqueued_again(settings, make_app, 
     data = wait_for(client, job_id, "succeeded", timeout=10)
     assert data["attempt"] == 1
     assert "enqueueing it again" in consumer.output()
+
+
+def test_a_task_from_before_tasks_carried_the_record_still_runs(app, client, start_consumer):
+    """A task made by an older version names only the job's id; its start reads the record instead."""
+    service = app.extensions["tasklight"]
+    job_id = job_id_from(submit(client, "timer", {"seconds": "0"}))
+    service.queue.storage.flush_queue()
+    service.queue.enqueue(service.queue.job_task.s(job_id, id=job_id))
+    start_consumer()
+    assert wait_for(client, job_id, "succeeded")["attempt"] == 1
