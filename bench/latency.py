@@ -11,6 +11,10 @@ they have idled too. Each wait is lengthened by a random part of one polling per
 would. It prints the median and maximum start latency and submit-to-succeeded time, with
 ratios against Redis. Times come from the records (the worker's clock), and
 the client runs on the same host, so they share one clock.
+
+Then the submit itself, as a script meets it: ``--submits`` JSON POSTs over HTTP to a real
+gunicorn (the Procfile's options) on Redis, a 30 s timer and a 0 s timer in turn, while a
+consumer runs the jobs. A long job must not make its submit slower: the page answers at once.
 """
 
 from __future__ import annotations
@@ -22,7 +26,18 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from common import Submitter, machine, median, print_table, settings_for, start_consumer, start_redis
+import requests
+from common import (
+    Submitter,
+    machine,
+    median,
+    percentile,
+    print_table,
+    settings_for,
+    start_consumer,
+    start_gunicorn,
+    start_redis,
+)
 
 SETUPS = {
     "SQLite, -m 0.5 (Procfile)": ("sqlite", ["-m", "0.5"]),
@@ -40,15 +55,35 @@ def sample(submitter: Submitter) -> tuple[float, float]:
     return job.started_at - returned, job.finished_at - returned
 
 
+def submit_times(stack: ExitStack, folder: Path, redis_base: str, count: int) -> dict[float, list[float]]:
+    """Seconds each submit POST took over HTTP, by the timer's length, 30 s and 0 s in turn."""
+    settings = settings_for("redis", folder, "submits", redis_base, db=len(SETUPS))
+    start_consumer(stack, settings, folder / "consumer-submits.log")
+    base = start_gunicorn(stack, "wsgi:app", settings, folder / "gunicorn-submits.log")
+    json = {"Accept": "application/json"}
+    with requests.Session() as session:
+        token = session.get(f"{base}/jobs/new/timer", headers=json, timeout=10).json()["csrf_token"]
+        times: dict[float, list[float]] = {30.0: [], 0.0: []}
+        for n in range(count):
+            for seconds in (30.0, 0.0) if n % 2 else (0.0, 30.0):
+                began = time.perf_counter()
+                data = {"csrf_token": token, "seconds": str(seconds)}
+                response = session.post(f"{base}/jobs/new/timer", data=data, headers=json, timeout=10)
+                times[seconds].append(time.perf_counter() - began)
+                assert response.status_code == 202, response.status_code
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6, help="jobs for the default-delay consumer (default 6)")
     parser.add_argument("--idle", type=float, default=15.0, help="quiet seconds before each of those (default 15)")
     parser.add_argument("--gap", type=float, default=1.5, help="seconds between the other jobs (default 1.5)")
-    parser.add_argument("--quick", action="store_true", help="2 rounds")
+    parser.add_argument("--submits", type=int, default=100, help="submits of each length (default 100)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds, 40 submits of each length")
     args = parser.parse_args()
     if args.quick:
-        args.rounds = 2
+        args.rounds, args.submits = 2, 40
     fast, slow, fastest = SETUPS
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in SETUPS}
     rng = random.Random(1)
@@ -75,6 +110,7 @@ def main() -> None:
                 turn += 1
             time.sleep(max(0.0, quiet_until - time.monotonic()))
             samples[slow].append(sample(submitters[slow]))
+        submits = submit_times(stack, folder, redis_base, args.submits)
 
     print(f"# Submit-to-start latency (0 s timer jobs; {args.rounds} rounds, idle {args.idle:g} s, gap {args.gap:g} s)")
     print(f"# {machine()}\n")
@@ -91,6 +127,15 @@ def main() -> None:
     headers = ["consumer", "jobs", "start p50 ms", "start max ms", "start p50 vs Redis"]
     headers += ["succeeded p50 ms", "succeeded max ms", "succeeded p50 vs Redis"]
     print_table(headers, rows)
+
+    print(f"# Submit POST over HTTP, Redis, a consumer running: {args.submits} of each length, in turn\n")
+    quick = median(submits[0.0])
+    rows = [
+        [f"{seconds:g} s timer", len(times), f"{median(times) * 1000:.1f}", f"{percentile(times, 0.95) * 1000:.1f}",
+         f"{median(times) / quick:.2f}x"]
+        for seconds, times in submits.items()
+    ]  # fmt: skip
+    print_table(["job", "submits", "p50 ms", "p95 ms", "p50 vs the 0 s timer"], rows)
 
 
 if __name__ == "__main__":
