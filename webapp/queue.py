@@ -82,19 +82,19 @@ class JobQueue(Huey):
         """Put a recorded job's task in the queue; ``job`` is the record as stored."""
         self.enqueue(self.job_task_for(job))
 
-    def push_command(self, job: Job) -> list | None:
-        """On Redis, the command that queues ``job``'s task, for the store to run in the record's own transaction.
-
-        None where the queue cannot share a transaction with the store (SQLite: Huey's queue has a
-        connection of its own): there the record is written first and the task enqueued after it.
+    def push_command(self, job: Job) -> tuple[str, tuple]:
+        """The command that queues ``job``'s task, in the store's own terms, for the store to run in the
+        transaction that writes the record: Redis's LPUSH, or an insert into Huey's task table, which
+        is in the store's SQLite file. What Huey.enqueue does, less its signal, which nothing here hears.
         """
-        if not isinstance(self.storage, RedisStorage) or self.immediate:
-            return None
         task = self.job_task_for(job)
-        # What Huey.enqueue and RedisStorage.enqueue do, less the signal, which nothing here listens to.
         if task.expires:
             task.resolve_expires(self.utc)
-        return ["LPUSH", self.storage.queue_key, self.serialize_task(task)]
+        data = self.serialize_task(task)
+        if isinstance(self.storage, RedisStorage):
+            return "LPUSH", (self.storage.queue_key, data)
+        self.storage.conn  # noqa: B018 (Huey's tables are made on its first connection in this process)
+        return "insert into task (queue, data, priority) values (?, ?, 0)", (self.name, data)
 
     def job_task_for(self, job: Job) -> Task:
         """The task that runs ``job``, under the job's id, with the job's options and its record as stored."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import replace
 
 from flask import current_app
 
@@ -13,13 +12,10 @@ from .kinds import KINDS, Kind
 from .queue import JobQueue
 from .store import (
     CANCELLED,
-    FAILED,
-    QUEUED,
     RUNNING,
     WAITING,
     Job,
     JobStore,
-    StoreUnavailable,
     new_id,
 )
 
@@ -70,14 +66,15 @@ class Tasklight:
         label: str = "",
         scheduled_for: float | None = None,
     ) -> Job:
-        """Record a job as queued and enqueue it under the same id.
+        """Record a job as queued and enqueue its task under the same id, in one transaction.
 
-        On Redis, the record and its task are written in one transaction. On
-        SQLite, whose queue has a connection of its own, the record comes first.
+        Both backends write the record and the task together (Redis in one
+        MULTI/EXEC, SQLite in one transaction on the file that holds Huey's
+        queue too), so a submit cannot stop half-way: either the job is
+        recorded and queued, or nothing is.
 
         :raises OverLimit: the owner is at a fair-use limit; nothing was recorded.
-        :raises StoreUnavailable: nothing could be recorded, or the record
-            could not be enqueued (it is then failed, and never runs).
+        :raises StoreUnavailable: nothing could be recorded or queued.
         """
         self.check_limits(owner, len(upload.content) if upload else 0)
         options = kind.options(options)
@@ -97,26 +94,9 @@ class Tasklight:
             upload_name=upload.name if upload else None,
             upload_size=len(upload.content) if upload else None,
             label=label,
+            enqueued=True,
         )
-        content = upload.content if upload else None
-        handed_over = replace(job, enqueued=True)
-        if (push := self.queue.push_command(handed_over)) is not None:
-            # The record and its task are written in one transaction: a submit cannot stop half-way.
-            return self.store.create(handed_over, content, push)
-        self.store.create(job, content)
-        try:
-            self.queue.enqueue_job(job)
-        except Exception as exc:
-            logger.exception("could not enqueue job %s", job.id)
-            error = job.failure("The job could not be queued. Please try again.")
-            # If this write fails too, the record stays queued but never enqueued, and the reaper fails it.
-            with contextlib.suppress(StoreUnavailable):
-                self.store.finish(job.id, FAILED, {"error": error}, states={QUEUED})
-            raise StoreUnavailable("enqueue failed") from exc
-        # A worker may have started the job already; then the guard refuses, and starting it says as much.
-        with contextlib.suppress(StoreUnavailable):
-            self.store.update(job.id, {"enqueued": True}, states={QUEUED})
-        return job
+        return self.store.create(job, upload.content if upload else None, self.queue.push_command(job))
 
     def check_limits(self, owner: str, upload_bytes: int) -> None:
         """Refuse a new job that would take ``owner`` past a fair-use limit.

@@ -310,8 +310,9 @@ class Heartbeat:
         between popping a task and starting its attempt leaves a queued or
         retrying record that no task will ever run. Enqueueing a job twice is
         harmless: only one task can move it to running. A queued job whose
-        task was never handed over (its submit failed half-way, and the user
-        was told so) is failed instead, so that it never runs.
+        task was never handed over (``enqueued`` is false: an older version's
+        submit that failed half-way, whose user was told so) is failed
+        instead, so that it never runs.
         """
         stuck = self.store.waiting(self.store.now() - self.requeue_after)
         if not stuck:

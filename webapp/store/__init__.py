@@ -138,7 +138,9 @@ class Job:
     #: The uploaded file's name and size, if the job has one; its content is kept beside the record.
     upload_name: str | None = None
     upload_size: int | None = None
-    #: Its task was handed to the queue. A queued job whose submit failed half-way is never run.
+    #: Its task was handed to the queue. A submit writes the record and its task together, so this is
+    #: False only for a record made without a task (such as by a test or a script), or by an older
+    #: version whose submit failed half-way: such a queued job is failed, never run.
     enqueued: bool = False
     #: Since when the job has been waiting for a worker (queued, or retrying); None while it is not.
     waiting_since: float | None = None
@@ -390,12 +392,11 @@ class JobStore:
         """A waiting job that can no longer start in time."""
         return job.state in WAITING and job.start_by is not None and now > job.start_by
 
-    def create(self, job: Job, upload_content: bytes | None = None, queue_push: list | None = None) -> Job:
+    def create(self, job: Job, upload_content: bytes | None = None, queue_push: tuple[str, tuple] | None = None) -> Job:
         """Record a new job, with the content of its upload, if any.
 
-        :param queue_push: the queue's command that enqueues the job's task, written in the same
-            transaction as the record (JobQueue.push_command; only on Redis). Without it, the job
-            is enqueued after it is recorded.
+        :param queue_push: the queue's command that enqueues the job's task (JobQueue.push_command),
+            written in the same transaction as the record, so that both are written or neither is.
         """
         self.insert(job, upload_content, queue_push)
         return job
@@ -526,7 +527,7 @@ class JobStore:
         """
         raise NotImplementedError
 
-    def insert(self, job: Job, upload_content: bytes | None, queue_push: list | None = None) -> None:
+    def insert(self, job: Job, upload_content: bytes | None, queue_push: tuple[str, tuple] | None = None) -> None:
         raise NotImplementedError
 
     def upload_content(self, job_id: str) -> bytes | None:

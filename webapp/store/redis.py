@@ -132,7 +132,7 @@ class RedisStore(JobStore):
             commands.append(["ZADD", self.key("finished"), repr(job.purge_at), job.id])
         return commands
 
-    def insert(self, job: Job, upload_content: bytes | None, queue_push: list | None = None) -> None:
+    def insert(self, job: Job, upload_content: bytes | None, queue_push: tuple[str, tuple] | None = None) -> None:
         # One MULTI/EXEC: the record, its indexes and (with ``queue_push``) its task, all or none.
         with unavailable_on(is_outage), self.redis.pipeline() as pipe:
             pipe.set(self.key("job", job.id), job.to_json(), nx=True)
@@ -146,7 +146,8 @@ class RedisStore(JobStore):
             pipe.hincrby(self.key("usage", job.owner), "active", 1)
             pipe.hincrby(self.key("usage", job.owner), "bytes", job.upload_size or 0)
             if queue_push:
-                pipe.execute_command(*queue_push)
+                command, args = queue_push
+                pipe.execute_command(command, *args)
             pipe.execute()
 
     def upload_content(self, job_id: str) -> bytes | None:

@@ -109,10 +109,16 @@ class SqliteStore(JobStore):
         return self.parsed.parse(job_id, rows[0][0]) if rows else None
 
     def modify(self, job_id, change, known=None):
-        # Reading inside the write transaction costs no round trip here, so ``known`` is not needed.
+        # Reading inside the write transaction costs no round trip here. What ``known`` saves, while
+        # its version is the stored one, is decoding the stored record.
         with self._transaction() as conn:
-            row = conn.execute("select data from jobs where id = ?", (job_id,)).fetchone()
-            current = Job.from_json(row[0]) if row else None
+            current = None
+            if known is not None:
+                stored = conn.execute("select json_extract(data, '$.version') from jobs where id = ?", (job_id,))
+                current = known if stored.fetchone() == (known.version,) else None
+            if current is None:
+                row = conn.execute("select data from jobs where id = ?", (job_id,)).fetchone()
+                current = Job.from_json(row[0]) if row else None
             expected = current.version if current else None
             job = change(current) if current else None
             if job is not None:
@@ -123,9 +129,8 @@ class SqliteStore(JobStore):
                 )
         return job
 
-    def insert(self, job: Job, upload_content: bytes | None, queue_push: list | None = None) -> None:
-        if queue_push:
-            raise ValueError("Huey's SQLite queue has a connection of its own: enqueue after inserting")
+    def insert(self, job: Job, upload_content: bytes | None, queue_push: tuple[str, tuple] | None = None) -> None:
+        # One transaction: the record, its upload and (with ``queue_push``) its task in Huey's table.
         with self._transaction() as conn:
             conn.execute(
                 "insert into jobs (id, owner, kind, state, created_at, purge_at, data) values (?, ?, ?, ?, ?, ?, ?)",
@@ -133,6 +138,8 @@ class SqliteStore(JobStore):
             )
             if upload_content is not None:
                 conn.execute("insert into uploads (job_id, content) values (?, ?)", (job.id, upload_content))
+            if queue_push:
+                conn.execute(*queue_push)
 
     def upload_content(self, job_id: str) -> bytes | None:
         rows = self._select("select content from uploads where job_id = ?", job_id)
