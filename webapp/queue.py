@@ -50,6 +50,14 @@ class SqliteQueueStorage(SqliteStorage):
             conn.execute(statement)
         return conn
 
+    def enqueue_statement(self, data: bytes) -> tuple[str, tuple]:
+        """The insert that ``enqueue`` runs, for the job store to run in its own transaction on this file.
+
+        Huey's tables are made with this process's first connection, which this opens if it is not yet.
+        """
+        self.conn  # noqa: B018 (the property opens the connection)
+        return "insert into task (queue, data, priority) values (?, ?, 0)", (self.name, data)
+
 
 class JobQueue(Huey):
     """Huey with the job task registered; ``run`` is the task's body, given only in a consumer."""
@@ -93,8 +101,7 @@ class JobQueue(Huey):
         data = self.serialize_task(task)
         if isinstance(self.storage, RedisStorage):
             return "LPUSH", (self.storage.queue_key, data)
-        self.storage.conn  # noqa: B018 (Huey's tables are made on its first connection in this process)
-        return "insert into task (queue, data, priority) values (?, ?, 0)", (self.name, data)
+        return self.storage.enqueue_statement(data)
 
     def job_task_for(self, job: Job) -> Task:
         """The task that runs ``job``, under the job's id, with the job's options and its record as stored."""
