@@ -24,24 +24,31 @@ from helpers import JSON
 from webapp.store import TERMINAL
 
 
-class DurableRedis:
-    """A redis-server of one test's own that keeps its data on disk (append-only file, fsync'd on every write),
-    so that it can be stopped, hung or killed, and started again on the same port with the same data."""
+class OwnRedis:
+    """A redis-server of one test's own, on a free port of 127.0.0.1, which the test may break.
 
-    def __init__(self, folder: Path):
+    With ``durable`` it keeps its data on disk (append-only file, fsync'd on every write), so that
+    it can be stopped, hung or killed, and started again on the same port with the same data.
+    """
+
+    def __init__(self, folder: Path, durable: bool = True):
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             pytest.fail("redis-server is not installed; run scripts/test, which installs it")
         self.folder = folder
+        self.durable = durable
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        #: For the test's own commands; it connects again after a restart.
+        self.client = redis.Redis(port=self.port, socket_timeout=5)
         self.proc: subprocess.Popen | None = None
         self.start()
 
     def start(self, timeout: float = 10) -> None:
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)]
+        command += ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
+        command += ["--dir", str(self.folder)]
         with open(self.folder / "redis.log", "ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=log)
         client = redis.Redis(port=self.port, socket_timeout=2)
@@ -75,6 +82,7 @@ class DurableRedis:
             self.proc.send_signal(signal.SIGCONT)
 
     def close(self) -> None:
+        self.client.close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.terminate()

@@ -6,11 +6,7 @@ port, so the session's shared one is never disturbed, and the SQLite errors come
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import signal
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from conftest import free_port
+from faults import OwnRedis
 from helpers import JSON, csrf_token, job_id_from, soup, submit
 
 from webapp.config import Settings
@@ -30,52 +27,11 @@ redis_only = pytest.mark.parametrize("backend", ["redis"], indirect=True)
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 
-class OwnRedis:
-    """A redis-server of one test's own, on a free port of 127.0.0.1, which the test may break."""
-
-    def __init__(self, folder):
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed; run scripts/test, which installs it")
-        folder.mkdir(exist_ok=True)
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen([*command, "--dir", str(folder)], stdout=subprocess.DEVNULL)
-        self.client = redis.Redis(port=self.port, socket_timeout=5)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    pytest.fail("the test's own redis-server did not start")
-                time.sleep(0.05)
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """The server hangs (SIGSTOP): it accepts connections but answers nothing, until the block ends."""
-        self.proc.send_signal(signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
 @pytest.fixture
 def own_redis(tmp_path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path / "own-redis")
+    server = OwnRedis(tmp_path / "own-redis", durable=False)
     yield server
-    server.stop()
+    server.close()
 
 
 def assert_unavailable(response) -> None:
@@ -160,7 +116,7 @@ def test_a_hung_redis_is_a_503_within_seconds(make_app, own_redis):
     client = app.test_client()
     job_id = job_id_from(submit(client, "timer", {"seconds": "5"}))
     answers = []
-    with own_redis.paused():
+    with own_redis.hung():
         # In a thread, so that a poll that hangs fails this test instead of hanging the suite.
         poll = threading.Thread(target=lambda: answers.append(client.get(f"/jobs/{job_id}")), daemon=True)
         started = time.monotonic()
@@ -271,7 +227,7 @@ def test_refusals_and_lost_connections_are_redis_outages(own_redis):
     refused = redis.Redis(connection_pool=redis_pool(Settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")))
     errors["refused"] = redis_error(refused.ping)
     hung = redis.Redis(connection_pool=redis_pool(Settings(REDIS_URL=own_redis.url, REDIS_SOCKET_TIMEOUT=0.3)))
-    with own_redis.paused():
+    with own_redis.hung():
         errors["hung"] = redis_error(hung.ping)
     hung.close()
     assert isinstance(errors["refused"], redis.ConnectionError)

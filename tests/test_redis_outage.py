@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 from bs4 import BeautifulSoup
-from faults import DurableRedis, Script, tally
+from faults import OwnRedis, Script, tally
 from helpers import JSON, job_id_from, serving
 
 from webapp.store import TERMINAL
@@ -30,7 +30,7 @@ RESUME_BOUND = 5.0
 
 @pytest.fixture
 def durable_redis(tmp_path):
-    server = DurableRedis(tmp_path / "durable-redis")
+    server = OwnRedis(tmp_path / "durable-redis")
     yield server
     server.close()
 
@@ -43,7 +43,7 @@ def outage_settings(settings, durable_redis):
 
 
 @contextlib.contextmanager
-def outage(server: DurableRedis, kind: str):
+def outage(server: OwnRedis, kind: str):
     """Redis is out for the block: stopped and then started again with its data, or hung and then let go."""
     if kind == "hang":
         with server.hung():
