@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import click
 from flask.cli import AppGroup
@@ -56,7 +55,7 @@ def list_jobs(state: str | None, kind: str | None, owner: str | None, label: str
 @click.argument("job_id")
 def show(job_id: str) -> None:
     """Print everything stored about a job as JSON, the traceback included."""
-    record = asdict(load(job_id))
+    record = load(job_id).as_dict()
     for name in ("created_at", "started_at", "finished_at", "heartbeat_at", "purge_at", "start_by"):
         record[name] = iso(record[name])
     click.echo(json.dumps(record, indent=2, ensure_ascii=False))
