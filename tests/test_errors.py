@@ -50,7 +50,9 @@ def test_during_an_outage_a_polling_page_keeps_its_state_and_polls_more_slowly(d
         session["owner"] = "someone"
     htmx = {"HX-Request": "true"}
     job_id = "a" * 32
-    polled = client.get(f"/jobs/{job_id}/status", headers={**htmx, "Tasklight-Shown-State": "running"})
+    # The page sends the ETag of the fragment it shows, as a browser does.
+    shown = {**htmx, "Tasklight-Shown-State": "running", "If-None-Match": '"0123456789abcdef0123-f1"'}
+    polled = client.get(f"/jobs/{job_id}/status", headers=shown)
     assert polled.status_code == 503 and polled.headers["Retry-After"] == "10"
     section = soup(polled).select_one("#job-status")
     assert section["data-state"] == "running" and section["hx-trigger"] == "every 10s"

@@ -11,7 +11,7 @@ import flask
 import pytest
 from helpers import job_id_from, soup, submit
 
-from webapp import jobs, overload, security, sessions
+from webapp import jobs, overload, security, sessions, unchanged
 from webapp.store import Job, new_id
 
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -142,6 +142,48 @@ def test_unchanged_fragment_is_a_304_with_no_body_and_the_same_headers(client, m
         assert response.headers["Cache-Control"] == "private, no-cache"
         vary = {part.strip() for part in response.headers["Vary"].split(",")}
         assert {"Accept", "Cookie", jobs.SHOWN_TIMELINE_HEADER} <= vary
+
+
+def test_an_unchanged_poll_gets_the_views_own_304_before_flask_starts(app, client, make_job, monkeypatch):
+    job_id = make_job("running")
+    tag = poll(client, job_id).headers["ETag"]
+    opened = counting(monkeypatch, app.session_interface, "open_session")
+    early = poll(client, job_id, tag)
+    assert (early.status_code, len(opened)) == (304, 0)
+    monkeypatch.setattr(unchanged.UnchangedPolls, "unchanged_tag", lambda self, environ: None)
+    from_the_view = poll(client, job_id, tag)
+    assert (from_the_view.status_code, len(opened)) == (304, 1)
+    assert early.headers.to_wsgi_list() == from_the_view.headers.to_wsgi_list()
+
+
+def other_owners_job(store) -> str:
+    return store.create(Job(id=new_id(), kind="timer", owner="someone-else", inputs={"seconds": 60.0})).id
+
+
+@pytest.mark.parametrize(
+    "case, status",
+    [("JSON", 200), ("changed", 200), ("cookie due for refresh", 304), ("forged cookie", 404), ("not yours", 404)],
+)
+def test_a_poll_that_cannot_be_answered_early_goes_on_to_flask(app, client, store, make_job, case, status):
+    job_id = make_job("running")
+    tag = poll(client, job_id).headers["ETag"]
+    headers = dict(HTML)
+    if case == "JSON":
+        headers["Accept"] = "application/json"
+    elif case == "changed":
+        store.update(job_id, {"progress": {"done": 2, "total": 60, "message": "2 of 60 s"}})
+    elif case == "cookie due for refresh":
+        with client.session_transaction() as session:
+            session.permanent = True  # As an owner's session is; every signed cookie is now old enough.
+        app.session_interface.refresh_after = timedelta(0)
+    elif case == "forged cookie":
+        client.set_cookie("session", client.get_cookie("session").value[:-2] + "AA")
+    else:
+        job_id = other_owners_job(store)
+    response = poll(client, job_id, tag, headers)
+    assert response.status_code == status
+    # Only Flask can send the session cookie again; the early answer never sends one.
+    assert bool(session_cookies(response)) == (case == "cookie due for refresh")
 
 
 def test_a_poll_sends_the_timeline_only_to_a_page_that_does_not_show_it_as_it_stands(client, store, make_job):

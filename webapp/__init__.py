@@ -23,6 +23,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .service import Tasklight
     from .sessions import SessionInterface
     from .store import open_store
+    from .unchanged import UnchangedPolls
 
     settings = Settings.load(test_config)
     app = Flask(__name__, template_folder="../templates", instance_path=settings.INSTANCE_PATH)
@@ -57,6 +58,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     security.init_app(app)
     # Past capacity, a poll that waited too long gets a quick 503, and the poll interval grows while requests wait.
     app.extensions["poll_pacer"] = PollPacer()
+    # Most polls find nothing new: their 304 is made before Flask starts.
+    app.wsgi_app = UnchangedPolls(app, app.wsgi_app)
     if settings.OVERLOAD_WAIT > 0:
         app.wsgi_app = OverloadGuard(app.wsgi_app, app.extensions["poll_pacer"], settings.OVERLOAD_WAIT)
     for kind in KINDS.values():

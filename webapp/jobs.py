@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import uuid
 
 from flask import (
@@ -26,7 +27,7 @@ from .kinds import KINDS, Kind
 from .listing import ListQuery, job_listing
 from .negotiate import add_vary, respond, wants_json
 from .service import NotRetryable, UploadGone, service
-from .store import RUNNING, SUCCEEDED, WAITING, Job, JobNotFound, StoreUnavailable
+from .store import RUNNING, SUCCEEDED, WAITING, Job, JobNotFound, JobStore, StoreUnavailable
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
@@ -74,15 +75,14 @@ def seconds_left(job: Job, now: float) -> float | None:
     return elapsed * (total - done) / done
 
 
-def clock_driven(job: Job) -> dict:
+def clock_driven(job: Job, store: JobStore, pace: int) -> dict:
     """What the fragment shows that changes with the clock, not the record: read once, before any rendering.
 
-    The "no worker" flag costs a second store read, so only a waiting job, which shows it, pays for it.
+    ``pace`` is the pacer's factor on the poll interval: while requests wait for a worker, this
+    process asks for fewer polls (webapp/overload.py). The "no worker" flag costs a second store
+    read, so only a waiting job, which shows it, pays for it.
     """
-    store = service().store
     now = store.now()
-    # While requests wait for a worker, this process asks for fewer polls (webapp/overload.py).
-    pace = current_app.extensions["poll_pacer"].factor
     return {
         "now": now,
         "poll": poll_interval(job, now) * pace,
@@ -90,6 +90,11 @@ def clock_driven(job: Job) -> dict:
         "scheduled": job.scheduled(now),
         "no_worker": job.waiting and not store.live_workers(),
     }
+
+
+def current_clock(job: Job) -> dict:
+    """``clock_driven`` for this app's store and pacer."""
+    return clock_driven(job, service().store, current_app.extensions["poll_pacer"].factor)
 
 
 def fragment_tag(job: Job, clock: dict) -> str:
@@ -103,6 +108,8 @@ def fragment_tag(job: Job, clock: dict) -> str:
     return f"{hashlib.sha1(repr(version).encode()).hexdigest()[:20]}-f{clock['pace']}"
 
 
+#: The status route's path, for the middleware that sees a poll before Flask routes it; the group is the job's id.
+STATUS_PATH = re.compile(r"/jobs/([^/]+)/status")
 #: A polling fragment sends the state it shows in this header (its hx-headers), for an answer during an outage.
 SHOWN_STATE_HEADER = "Tasklight-Shown-State"
 #: It sends which timeline its page shows in this one, so that a poll sends the timeline only when it has changed.
@@ -132,7 +139,7 @@ def timeline_mark(job: Job) -> str:
 
 def job_context(job: Job, clock: dict | None = None) -> dict:
     """Everything the job page and its status fragment render from."""
-    clock = clock or clock_driven(job)
+    clock = clock or current_clock(job)
     total = job.progress.get("total")
     shown_attempt = job.attempt + (1 if job.state == "retrying" else 0)
     kind = KINDS.get(job.kind)
@@ -297,7 +304,7 @@ def status(job_id: str):
         raise
     if wants_json():
         return jsonify(job_json(job))
-    clock = clock_driven(job)
+    clock = current_clock(job)
     tag = fragment_tag(job, clock)
     if request.if_none_match.contains(tag):
         response = Response(status=304)

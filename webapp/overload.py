@@ -31,13 +31,13 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 
+from .jobs import STATUS_PATH
 from .negotiate import prefers_json
 from .security import HEADERS
 
 #: Where ``tcpi_last_data_recv`` (milliseconds, 32 bits) sits in Linux's ``struct tcp_info``.
 LAST_DATA_RECV = 52
 TCP_INFO = getattr(socket, "TCP_INFO", None)
-STATUS_PATH = re.compile(r"/jobs/[^/]+/status")
 #: The pacer's factor at the end of a fragment's ETag (see ``jobs.fragment_tag``).
 PACE_IN_TAG = re.compile(r'-f([0-9]+)"')
 
