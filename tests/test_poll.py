@@ -349,7 +349,8 @@ def test_late_polls_from_pages_at_an_older_interval_are_sometimes_answered(app, 
     job_id = make_job("running")
     tag = poll(client, job_id).headers["ETag"]
     assert tag.endswith('-f1"')
-    guard = app.wsgi_app
+    guard = app.wsgi_app.wsgi_app  # Inside the security headers, which wrap every answer.
+    assert isinstance(guard, overload.OverloadGuard)
     guard.admit = 1.0  # Every late poll that still has to learn the interval is answered.
     assert poll(client, job_id, tag, **waited(600)).status_code == 503  # This page polls as the pacer asks.
     assert poll(client, job_id, **waited(600)).status_code == 200  # This one has no interval from us yet.

@@ -20,6 +20,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .kinds import KINDS
     from .overload import OverloadGuard, PollPacer
     from .queue import JobQueue
+    from .security import SecurityHeaders
     from .service import Tasklight
     from .sessions import SessionInterface
     from .store import open_store
@@ -62,6 +63,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.wsgi_app = UnchangedPolls(app, app.wsgi_app)
     if settings.OVERLOAD_WAIT > 0:
         app.wsgi_app = OverloadGuard(app.wsgi_app, app.extensions["poll_pacer"], settings.OVERLOAD_WAIT)
+    # Outermost, so that every answer carries the security headers, those made before Flask starts too.
+    app.wsgi_app = SecurityHeaders(app.wsgi_app)
     for kind in KINDS.values():
         # A kind without its result partial fails here, at start-up, not on its first result.
         app.jinja_env.get_template(kind.result_template)

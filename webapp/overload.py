@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterable
 
 from .jobs import STATUS_PATH
 from .negotiate import prefers_json
-from .security import HEADERS
 
 #: Where ``tcpi_last_data_recv`` (milliseconds, 32 bits) sits in Linux's ``struct tcp_info``.
 LAST_DATA_RECV = 52
@@ -143,7 +142,6 @@ class OverloadGuard:
             ("Vary", "Accept"),
             # htmx swaps a 503 in (base.html), for the store-outage fragment; this one keeps the page as it is.
             ("HX-Reswap", "none"),
-            *HEADERS.items(),
         ]
         start_response("503 Service Unavailable", headers)
         return [body]

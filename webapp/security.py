@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable
 
-from flask import Flask, Response, abort, current_app, request, session
+from flask import Flask, abort, current_app, request, session
 from flask_wtf.csrf import generate_csrf
 from itsdangerous import URLSafeTimedSerializer
 
@@ -30,9 +31,10 @@ HEADERS = {
 
 
 def init_app(app: Flask) -> None:
-    app.after_request(add_security_headers)
-    # First of all, before CSRFProtect's own check reads the form's field names.
-    app.before_request_funcs.setdefault(None, []).insert(0, refuse_unnamed_fields)
+    # Flask-WTF's own hook would look up exemptions on every request, polls included; ours checks the
+    # token only for the methods it protects.
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    app.before_request_funcs.setdefault(None, []).insert(0, check_unsafe_request)
     # After CSRFProtect's: the templates' csrf_token() is this one, in imported macros and in pages alike.
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.context_processor(lambda: {"csrf_token": csrf_token})
@@ -40,21 +42,39 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals["post_button"] = app.jinja_env.get_template("partials/macros.html").module.post_button
 
 
-def refuse_unnamed_fields() -> None:
-    """Answer 400 to a multipart form with a part whose name cannot be read (``name="\\"``).
+def check_unsafe_request() -> None:
+    """For a request that may change something (POST and the like), the checks before its view runs.
 
-    Werkzeug gives such a part the name None, and Flask-WTF, looking through the names for the CSRF
-    token, would fail on it with a 500.
+    A multipart form with a part whose name cannot be read (``name="\\"``) gets a 400: Werkzeug gives
+    such a part the name None, and Flask-WTF, looking through the names for the CSRF token, would fail
+    on it with a 500. Then the CSRF token is checked, as Flask-WTF's default hook would.
     """
+    config = current_app.config
+    if request.method not in config["WTF_CSRF_METHODS"]:
+        return
     if request.mimetype == "multipart/form-data" and (None in request.form or None in request.files):
         abort(400, description="The form has a field whose name cannot be read. Reload the page and send it again.")
+    if config["WTF_CSRF_ENABLED"]:
+        current_app.extensions["csrf"].protect(apply_exemptions=True)
 
 
-def add_security_headers(response: Response) -> Response:
-    """Add the security headers, leaving any a view has set on purpose (one pass over the headers, not three)."""
-    present = {name.lower() for name, _ in response.headers.items()}
-    response.headers.extend([(name, value) for name, value in HEADERS.items() if name.lower() not in present])
-    return response
+class SecurityHeaders:
+    """WSGI middleware: add the security headers to every response, leaving any a view has set on purpose.
+
+    Outside Flask, so that answers made before Flask starts (a quick 304 or 503) carry them too, and
+    a plain list of headers is cheaper to check than a response's ``Headers``.
+    """
+
+    def __init__(self, wsgi_app: Callable):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        def with_headers(status: str, headers: list, exc_info=None):
+            present = {name.lower() for name, _ in headers}
+            missing = [(name, value) for name, value in HEADERS.items() if name.lower() not in present]
+            return start_response(status, headers + missing, exc_info)
+
+        return self.wsgi_app(environ, with_headers)
 
 
 def csrf_token() -> str:

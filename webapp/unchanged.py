@@ -22,7 +22,6 @@ from werkzeug.http import parse_etags, quote_etag
 
 from .jobs import SHOWN_TIMELINE_HEADER, STATUS_PATH, clock_driven, fragment_tag
 from .negotiate import prefers_json
-from .security import HEADERS
 from .store import JobNotFound, JobPurged, StoreUnavailable
 
 #: What the view's answer varies on: its own header, the blueprint's Accept and the session's Cookie.
@@ -43,7 +42,7 @@ class UnchangedPolls:
         if tag is None:
             return self.wsgi_app(environ, start_response)
         headers = [("ETag", quote_etag(tag)), ("Cache-Control", "private, no-cache"), ("Vary", VARY)]
-        start_response("304 NOT MODIFIED", [*headers, *HEADERS.items()])
+        start_response("304 NOT MODIFIED", headers)
         return []
 
     def unchanged_tag(self, environ: dict) -> str | None:
