@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
@@ -147,6 +148,7 @@ def job_context(job: Job, clock: dict | None = None) -> dict:
     return {
         **clock,
         "job": job,
+        "job_url": job_url(job.id),
         "kind": kind,
         "name": job_name(job, kind),
         "title": state_title(job, kind, percent, clock["scheduled"]),
@@ -158,6 +160,18 @@ def job_context(job: Job, clock: dict | None = None) -> dict:
         if shown_attempt > 1 and not job.terminal
         else None,
     }
+
+
+def job_url(job_id: str, external: bool = False) -> str:
+    """The URL of a job's page, its path or (``external``) in full; built once, as each open page polls many times."""
+    # url_for's answer depends on nothing else of the request: the script root, and for a full URL the scheme and host.
+    site = (request.scheme, request.host) if external else None
+    return built_job_url(request.script_root, site, job_id)
+
+
+@functools.lru_cache(maxsize=4096)
+def built_job_url(script_root: str, site: tuple[str, str] | None, job_id: str) -> str:
+    return url_for("jobs.show", job_id=job_id, _external=site is not None)
 
 
 def job_name(job: Job, kind: Kind | None) -> str:
@@ -196,7 +210,7 @@ def job_json(job: Job) -> dict:
         "is_finished": job.terminal,
         "events": owner_events(job),
         "log": job.log,
-        "url": url_for("jobs.show", job_id=job.id, _external=True),
+        "url": job_url(job.id, external=True),
     }
 
 
@@ -312,7 +326,7 @@ def status(job_id: str):
         context = job_context(job, clock)
         # The timeline goes out of band, and only to a page that does not show it as it stands.
         context["send_timeline"] = request.headers.get(SHOWN_TIMELINE_HEADER) != context["timeline_mark"]
-        response = Response(render_template("partials/job_status_swap.html", **context))
+        response = Response(render_template("partials/job_status.html", poll_answer=True, **context))
     response.set_etag(tag)
     # The browser may keep a fragment, but must ask again each time: its ETag then makes the answer a 304.
     response.headers["Cache-Control"] = "private, no-cache"

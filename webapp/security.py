@@ -35,9 +35,11 @@ def init_app(app: Flask) -> None:
     # token only for the methods it protects.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     app.before_request_funcs.setdefault(None, []).insert(0, check_unsafe_request)
-    # After CSRFProtect's: the templates' csrf_token() is this one, in imported macros and in pages alike.
+    # The templates' csrf_token() is this one, a global. Flask-WTF's context processor, which would
+    # hide it and runs on every render, is taken out.
     app.jinja_env.globals["csrf_token"] = csrf_token
-    app.context_processor(lambda: {"csrf_token": csrf_token})
+    processors = app.template_context_processors[None]
+    processors[:] = [p for p in processors if p.__module__ != "flask_wtf.csrf"]
     # The one-button POST form, made once: an import in a template made the macros' module again on each render.
     app.jinja_env.globals["post_button"] = app.jinja_env.get_template("partials/macros.html").module.post_button
 

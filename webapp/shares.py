@@ -36,9 +36,10 @@ def share_url(job: Job, share: dict) -> str:
     return url_for("shares.shared", token=token, _external=True)
 
 
-@bp.app_context_processor
-def share_days() -> dict:
-    return {"share_days": SHARE_DAYS}
+@bp.record_once
+def add_share_days(state) -> None:
+    # A template global, not a context processor, which would run on every render, status polls included.
+    state.app.jinja_env.globals["share_days"] = SHARE_DAYS
 
 
 def shared_job(token: str) -> tuple[Job, dict]:
