@@ -22,6 +22,7 @@ from flask import (
     session,
     url_for,
 )
+from werkzeug.http import quote_etag
 
 from .filters import iso, state_label
 from .kinds import KINDS, Kind
@@ -111,10 +112,23 @@ def fragment_tag(job: Job, clock: dict) -> str:
 
 #: The status route's path, for the middleware that sees a poll before Flask routes it; the group is the job's id.
 STATUS_PATH = re.compile(r"/jobs/([^/]+)/status")
+
+
+def fragment_headers(tag: str) -> list[tuple[str, str]]:
+    """The fragment's headers beside its body, for a 200 and a 304 alike.
+
+    The browser may keep a fragment, but must ask again each time: its ETag then makes the answer
+    a 304. The answer varies on the timeline the page shows, on Accept (JSON or HTML) and on the
+    session's cookie: all three are set here at once, so the hooks that add them find them.
+    """
+    return [("ETag", quote_etag(tag)), ("Cache-Control", "private, no-cache"), ("Vary", FRAGMENT_VARY)]
+
+
 #: A polling fragment sends the state it shows in this header (its hx-headers), for an answer during an outage.
 SHOWN_STATE_HEADER = "Tasklight-Shown-State"
 #: It sends which timeline its page shows in this one, so that a poll sends the timeline only when it has changed.
 SHOWN_TIMELINE_HEADER = "Tasklight-Shown-Timeline"
+FRAGMENT_VARY = f"{SHOWN_TIMELINE_HEADER}, Accept, Cookie"
 #: Seconds between polls while the store cannot be reached.
 OUTAGE_POLL_SECONDS = 10
 
@@ -321,17 +335,12 @@ def status(job_id: str):
     clock = current_clock(job)
     tag = fragment_tag(job, clock)
     if request.if_none_match.contains(tag):
-        response = Response(status=304)
-    else:
-        context = job_context(job, clock)
-        # The timeline goes out of band, and only to a page that does not show it as it stands.
-        context["send_timeline"] = request.headers.get(SHOWN_TIMELINE_HEADER) != context["timeline_mark"]
-        response = Response(render_template("partials/job_status.html", poll_answer=True, **context))
-    response.set_etag(tag)
-    # The browser may keep a fragment, but must ask again each time: its ETag then makes the answer a 304.
-    response.headers["Cache-Control"] = "private, no-cache"
-    add_vary(response, SHOWN_TIMELINE_HEADER)
-    return response
+        return Response(status=304, headers=fragment_headers(tag))
+    context = job_context(job, clock)
+    # The timeline goes out of band, and only to a page that does not show it as it stands.
+    context["send_timeline"] = request.headers.get(SHOWN_TIMELINE_HEADER) != context["timeline_mark"]
+    html = render_template("partials/job_status.html", poll_answer=True, **context)
+    return Response(html, headers=fragment_headers(tag))
 
 
 @bp.post("/<job_id>/cancel")

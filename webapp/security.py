@@ -31,15 +31,13 @@ HEADERS = {
 
 
 def init_app(app: Flask) -> None:
-    # Flask-WTF's own hook would look up exemptions on every request, polls included; ours checks the
-    # token only for the methods it protects.
-    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
-    app.before_request_funcs.setdefault(None, []).insert(0, check_unsafe_request)
-    # The templates' csrf_token() is this one, a global. Flask-WTF's context processor, which would
-    # hide it and runs on every render, is taken out.
+    # Flask-WTF's hook and context processor run on every request and render, polls included. They are
+    # taken out: check_unsafe_request checks the token only for the methods Flask-WTF protects, and the
+    # templates' csrf_token() is this module's, a global.
+    for functions in (app.before_request_funcs[None], app.template_context_processors[None]):
+        functions[:] = [f for f in functions if f.__module__ != "flask_wtf.csrf"]
+    app.before_request_funcs[None].insert(0, check_unsafe_request)
     app.jinja_env.globals["csrf_token"] = csrf_token
-    processors = app.template_context_processors[None]
-    processors[:] = [p for p in processors if p.__module__ != "flask_wtf.csrf"]
     # The one-button POST form, made once: an import in a template made the macros' module again on each render.
     app.jinja_env.globals["post_button"] = app.jinja_env.get_template("partials/macros.html").module.post_button
 

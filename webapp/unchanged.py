@@ -18,14 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from flask import Flask
-from werkzeug.http import parse_etags, quote_etag
+from werkzeug.http import parse_etags
 
-from .jobs import SHOWN_TIMELINE_HEADER, STATUS_PATH, clock_driven, fragment_tag
+from .jobs import STATUS_PATH, clock_driven, fragment_headers, fragment_tag
 from .negotiate import prefers_json
 from .store import JobNotFound, JobPurged, StoreUnavailable
-
-#: What the view's answer varies on: its own header, the blueprint's Accept and the session's Cookie.
-VARY = f"{SHOWN_TIMELINE_HEADER}, Accept, Cookie"
 
 
 class UnchangedPolls:
@@ -41,8 +38,7 @@ class UnchangedPolls:
         tag = self.unchanged_tag(environ)
         if tag is None:
             return self.wsgi_app(environ, start_response)
-        headers = [("ETag", quote_etag(tag)), ("Cache-Control", "private, no-cache"), ("Vary", VARY)]
-        start_response("304 NOT MODIFIED", headers)
+        start_response("304 NOT MODIFIED", fragment_headers(tag))
         return []
 
     def unchanged_tag(self, environ: dict) -> str | None:
