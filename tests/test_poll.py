@@ -10,8 +10,10 @@ from datetime import datetime, timedelta
 import flask
 import pytest
 from helpers import job_id_from, soup, submit
+from jinja2 import meta, nodes
 
 from webapp import jobs, overload, security, sessions, unchanged
+from webapp.kinds import KINDS
 from webapp.store import Job, new_id
 
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -200,6 +202,23 @@ def test_a_poll_sends_the_timeline_only_to_a_page_that_does_not_show_it_as_it_st
     store.update(job_id, {"cancel_requested": True, "event": {"event": "cancel_requested"}})
     cancelling = soup(poll(client, job_id, headers={**HTML, **shown}))
     assert cancelling.select("#job-timeline li")[-1]["data-event"] == "cancel_requested"
+
+
+def test_a_polls_answer_needs_only_its_context_and_the_apps_globals(app, store, make_job):
+    """A poll renders the status template without Flask's context processors: it and the templates it
+    includes may use only the view's context and the app's template globals (which hold request,
+    session and g too), never a name that only a context processor would add."""
+    env = app.jinja_env
+    with app.test_request_context():
+        context = jobs.job_context(store.get(make_job("running")))
+    known = {*context, "poll_answer", "send_timeline", "out_of_band", *env.globals}
+    included = ["partials/job_timeline.html", *(kind.result_template for kind in KINDS.values())]
+    for name in [jobs.STATUS_TEMPLATE, *included]:
+        tree = env.parse(env.loader.get_source(env, name)[0])
+        # Names a template sets inside a loop are reported too; they are its own, not the context's.
+        own = {node.name for node in tree.find_all(nodes.Name) if node.ctx == "store"}
+        used = meta.find_undeclared_variables(tree) - own
+        assert used <= known, f"{name} uses {used - known}"
 
 
 def test_current_tag_answers_304_before_anything_is_rendered(client, make_job, monkeypatch):

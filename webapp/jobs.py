@@ -339,8 +339,21 @@ def status(job_id: str):
     context = job_context(job, clock)
     # The timeline goes out of band, and only to a page that does not show it as it stands.
     context["send_timeline"] = request.headers.get(SHOWN_TIMELINE_HEADER) != context["timeline_mark"]
-    html = render_template("partials/job_status.html", poll_answer=True, **context)
-    return Response(html, headers=fragment_headers(tag))
+    return Response(render_poll_answer(context), headers=fragment_headers(tag))
+
+
+#: The template of a job's status, which a poll's answer renders alone.
+STATUS_TEMPLATE = "partials/job_status.html"
+
+
+def render_poll_answer(context: dict) -> str:
+    """The status fragment as a poll's answer, rendered straight from its template.
+
+    Not through ``render_template``, whose context processors add ``request``, ``session`` and
+    ``g`` again, beside the same names among the template globals, at an eighth of the render's
+    cost. A test holds the template to its context and the globals.
+    """
+    return current_app.jinja_env.get_template(STATUS_TEMPLATE).render(poll_answer=True, **context)
 
 
 @bp.post("/<job_id>/cancel")
