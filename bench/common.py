@@ -130,8 +130,8 @@ def start_gunicorn(
     port = free_port()
     options = procfile_web_options() if options is None else options
     command = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", *options, app]
-    start_process(stack, command, settings, log, extra_env)
     base = f"http://127.0.0.1:{port}"
+    GUNICORNS[base] = start_process(stack, command, settings, log, extra_env).pid
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -140,6 +140,21 @@ def start_gunicorn(
         except requests.ConnectionError:
             time.sleep(0.1)
     raise SystemExit(f"gunicorn serving {app} did not start; see {log}")
+
+
+#: The pid of the gunicorn master serving each base URL this run started.
+GUNICORNS: dict[str, int] = {}
+
+
+def server_cpu_seconds(base: str) -> float:
+    """The CPU time (user and system) used so far by the gunicorn serving ``base``: its master and workers."""
+    master = GUNICORNS[base]
+    pids = [master, *map(int, Path(f"/proc/{master}/task/{master}/children").read_text().split())]
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime and stime, after the command's name.
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -51,6 +51,7 @@ from common import (
     percentile,
     print_table,
     procfile_web_options,
+    server_cpu_seconds,
     settings_for,
     start_gunicorn,
     start_redis,
@@ -174,7 +175,9 @@ def make_browsers(submitter: Submitter, template, count: int, age: float | None 
 async def poll_browsers(
     base: str, pairs: list, duration: float, interval: float, timeout: float, follow: bool = False
 ) -> dict:
-    """Let every browser poll its job every ``interval`` s for ``duration`` s, as htmx would; return the tallies.
+    """Let every browser poll its path every ``interval`` s for ``duration`` s, as htmx would; return the tallies.
+
+    ``pairs`` holds each browser's (path, session cookie).
 
     With ``follow``, each browser polls at the interval the server last gave it (the fragment's
     ``hx-trigger="every Ns"``), as htmx does after each swap; a 304 or an error keeps the interval.
@@ -216,8 +219,8 @@ async def poll_browsers(
         # When it was sent (from the start), how long its answer took (None: no answer), its status, the interval.
         stats["timeline"].append((sent - start, loop.time() - sent if status else None, status, pace["interval"]))
 
-    async def browser(job_id: str, cookie: str, first: float, end: float) -> None:
-        url, headers, learned = f"{base}/jobs/{job_id}/status", {**HTML, "Cookie": f"session={cookie}"}, {}
+    async def browser(path: str, cookie: str, first: float, end: float) -> None:
+        url, headers, learned = base + path, {**HTML, "Cookie": f"session={cookie}"}, {}
         in_flight, tick, pace = None, first, {"interval": interval}
         while tick < end:
             await asyncio.sleep(max(0.0, tick - loop.time()))
@@ -277,7 +280,7 @@ def main() -> None:
         script = folder / "count.lua"
         script.write_text(LUA)
         redis_base = start_redis(stack, folder)
-        cells, servers = [], {}
+        cells, servers, floor_bases = [], {}, {}
         for db, backend in enumerate(BACKENDS):
             settings = {**settings_for(backend, folder, f"load-{backend}", redis_base, db=db), **EXTRA}
             submitter, template, job_id, cookie = prepare(settings)
@@ -304,6 +307,7 @@ def main() -> None:
             path = {"PYTHONPATH": str(ROOT / "bench")}
             floor_base = start_gunicorn(stack, "floor:app", floor_settings, floor_log, "/floor", path, options)
             cells.append(((backend, "floor"), f"{floor_base}/floor", {"Accept": "text/html"}, 200))
+            floor_bases[backend] = floor_base
         for key, url, headers, expected in cells:  # One request each, so a wrong setup fails before the long part.
             status = requests.get(url, headers=headers, timeout=10).status_code
             assert status == expected, f"{key}: {status}, expected {expected}"
@@ -323,11 +327,18 @@ def main() -> None:
             begin = time.perf_counter()
             pairs = make_browsers(submitter, template, count, 15.0 if args.follow else None)
             made = time.perf_counter() - begin
-            cpu, wall, overflows = time.process_time(), time.perf_counter(), listen_overflows()
-            stats = asyncio.run(poll_browsers(base, pairs, args.duration, 2.0, 10.0, args.follow))
-            stats["cpu"] = (time.process_time() - cpu) / (time.perf_counter() - wall)
-            stats["overflows"] = listen_overflows() - overflows
-            browser_runs.append((count, made, stats))
+            # The floor under the same browsers, polling /floor, shows what the server and the client cost alone.
+            targets = (("Tasklight", base, "/jobs/{}/status"), ("floor", floor_bases["redis"], "/floor"))
+            for server, url, path in targets:
+                polls = [(path.format(job_id), cookie) for job_id, cookie in pairs]
+                used, cpu, wall = server_cpu_seconds(url), time.process_time(), time.perf_counter()
+                overflows = listen_overflows()
+                stats = asyncio.run(poll_browsers(url, polls, args.duration, 2.0, 10.0, args.follow))
+                stats["cpu"] = (time.process_time() - cpu) / (time.perf_counter() - wall)
+                stats["client cpu"] = time.process_time() - cpu
+                stats["server cpu"] = server_cpu_seconds(url) - used
+                stats["overflows"] = listen_overflows() - overflows
+                browser_runs.append((count, server, made, stats))
         gunicorn_errors = sum(p.read_text().count("[ERROR]") for p in folder.glob("gunicorn-*.log"))
 
     rows = []
@@ -346,21 +357,35 @@ def main() -> None:
     print_table([*headers, "answers", "other statuses", "socket errors"], rows)
 
     pace = "at the interval the server gives it (2 s at first)" if args.follow else "every 2 s"
-    print(f"# Polling browsers on Redis: each polls its own running job {pace} for {args.duration:g} s\n")
+    print(f"# Polling browsers on Redis: each polls its own running job {pace} for {args.duration:g} s,")
+    print("# then the floor's route, from the same browsers; CPU per answer is CPU seconds over answers\n")
     rows = []
-    for count, made, s in browser_runs:
+    for count, server, made, s in browser_runs:
         lat = [t * 1000 for t in s["latencies"]] or [0.0]
         within = sum(t <= 1.0 for t in s["latencies"]) / s["sent"] if s["sent"] else 0.0
-        row = [count, f"{made:.1f}", s["sent"], f"{s['sent'] / args.duration:.0f}", s["answered"], s["busy"]]
+        row = [count, server, f"{made:.1f}", s["sent"], f"{s['sent'] / args.duration:.0f}", s["answered"], s["busy"]]
         row += [s["errors"], s["timeouts"], s["skipped"], f"{percentile(lat, 0.5):.1f}", f"{percentile(lat, 0.99):.1f}"]
         row += [f"{max(lat):.0f}", f"{within:.1%}", f"{percentile(s['intervals'] or [0.0], 0.5):g}"]
-        rows.append([*row, f"{percentile(s['lags'], 0.99) * 1000:.0f}", f"{s['cpu']:.0%}", s["overflows"]])
-    headers = ["browsers", "setup s", "sent", "sent/s", "answered", "of which 503", "errors", "timeouts (10 s)"]
+        row += [f"{percentile(s['lags'], 0.99) * 1000:.0f}", f"{s['cpu']:.0%}", s["overflows"]]
+        per_answer = [f"{s[side] / max(s['answered'], 1) * 1000:.2f}" for side in ("server cpu", "client cpu")]
+        rows.append([*row, *per_answer])
+    headers = [
+        "browsers",
+        "server",
+        "setup s",
+        "sent",
+        "sent/s",
+        "answered",
+        "of which 503",
+        "errors",
+        "timeouts (10 s)",
+    ]
     headers += ["skipped ticks", "p50 ms", "p99 ms", "max ms", "answered within 1 s", "interval at end s"]
     headers += ["client send lag p99 ms", "client CPU (of 1 core)", "listen overflows (host)"]
+    headers += ["server CPU ms per answer", "client CPU ms per answer"]
     print_table(headers, rows)
-    for count, _, s in browser_runs:
-        print(f"# {count} browsers, by when each poll was sent: how its answers went, and the interval in use\n")
+    for count, server, _, s in browser_runs:
+        print(f"# {count} browsers on {server}, by when each poll was sent: how its answers went, and the interval\n")
         rows = []
         for begin in range(0, int(args.duration), 5):
             polls = [p for p in s["timeline"] if begin <= p[0] < begin + 5]
