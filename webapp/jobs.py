@@ -110,6 +110,14 @@ def fragment_tag(job: Job, clock: dict) -> str:
     return f"{hashlib.sha1(repr(version).encode()).hexdigest()[:20]}-f{clock['pace']}"
 
 
+#: A polling fragment sends the state it shows in this header (its hx-headers), for an answer during an outage.
+SHOWN_STATE_HEADER = "Tasklight-Shown-State"
+#: It sends which timeline its page shows in this one, so that a poll sends the timeline only when it has changed.
+SHOWN_TIMELINE_HEADER = "Tasklight-Shown-Timeline"
+#: Seconds between polls while the store cannot be reached.
+OUTAGE_POLL_SECONDS = 10
+#: What a fragment's answer varies on: the timeline its page shows, Accept (JSON or HTML) and the session's cookie.
+FRAGMENT_VARY = f"{SHOWN_TIMELINE_HEADER}, Accept, Cookie"
 #: The status route's path, for the middleware that sees a poll before Flask routes it; the group is the job's id.
 STATUS_PATH = re.compile(r"/jobs/([^/]+)/status")
 
@@ -118,19 +126,9 @@ def fragment_headers(tag: str) -> list[tuple[str, str]]:
     """The fragment's headers beside its body, for a 200 and a 304 alike.
 
     The browser may keep a fragment, but must ask again each time: its ETag then makes the answer
-    a 304. The answer varies on the timeline the page shows, on Accept (JSON or HTML) and on the
-    session's cookie: all three are set here at once, so the hooks that add them find them.
+    a 304. The whole ``Vary`` is set here at once, so the hooks that would add to it find it done.
     """
     return [("ETag", quote_etag(tag)), ("Cache-Control", "private, no-cache"), ("Vary", FRAGMENT_VARY)]
-
-
-#: A polling fragment sends the state it shows in this header (its hx-headers), for an answer during an outage.
-SHOWN_STATE_HEADER = "Tasklight-Shown-State"
-#: It sends which timeline its page shows in this one, so that a poll sends the timeline only when it has changed.
-SHOWN_TIMELINE_HEADER = "Tasklight-Shown-Timeline"
-FRAGMENT_VARY = f"{SHOWN_TIMELINE_HEADER}, Accept, Cookie"
-#: Seconds between polls while the store cannot be reached.
-OUTAGE_POLL_SECONDS = 10
 
 
 def outage_fragment(job_id: str) -> Response | None:
