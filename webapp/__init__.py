@@ -17,6 +17,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     """Create the app from the environment, overridden by ``test_config``."""
     # Imported here, so that a consumer importing ``webapp.worker`` does not load the web side.
     from . import admin, cli, errors, filters, jobs, pages, security, shares
+    from .early_polls import EarlyPolls
     from .kinds import KINDS
     from .overload import OverloadGuard, PollPacer
     from .queue import JobQueue
@@ -24,7 +25,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .service import Tasklight
     from .sessions import SessionInterface
     from .store import open_store
-    from .unchanged import UnchangedPolls
 
     settings = Settings.load(test_config)
     app = Flask(__name__, template_folder="../templates", instance_path=settings.INSTANCE_PATH)
@@ -59,8 +59,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     security.init_app(app)
     # Past capacity, a poll that waited too long gets a quick 503, and the poll interval grows while requests wait.
     app.extensions["poll_pacer"] = PollPacer()
-    # Most polls find nothing new: their 304 is made before Flask starts.
-    app.wsgi_app = UnchangedPolls(app, app.wsgi_app)
+    # Most polls, of a waiting or running job, are answered before Flask starts.
+    app.wsgi_app = EarlyPolls(app, app.wsgi_app)
     if settings.OVERLOAD_WAIT > 0:
         app.wsgi_app = OverloadGuard(app.wsgi_app, app.extensions["poll_pacer"], settings.OVERLOAD_WAIT)
     # Outermost, so that every answer carries the security headers, those made before Flask starts too.

@@ -22,12 +22,15 @@ from flask import (
     session,
     url_for,
 )
+from jinja2 import Environment
 from werkzeug.http import quote_etag
+from werkzeug.routing import Map
 
 from .filters import iso, state_label
 from .kinds import KINDS, Kind
 from .listing import ListQuery, job_listing
 from .negotiate import add_vary, respond, wants_json
+from .security import csrf_token
 from .service import NotRetryable, UploadGone, service
 from .store import RUNNING, SUCCEEDED, WAITING, Job, JobNotFound, JobStore, StoreUnavailable
 
@@ -150,8 +153,11 @@ def timeline_mark(job: Job) -> str:
     return f"{len(job.events)}@{job.events[-1]['at']:.6f}" if job.events else "0"
 
 
-def job_context(job: Job, clock: dict | None = None) -> dict:
-    """Everything the job page and its status fragment render from."""
+def job_context(job: Job, clock: dict | None = None, page_url: str | None = None, csrf: str | None = None) -> dict:
+    """Everything the job page and its status fragment render from.
+
+    Outside a request (``webapp.early_polls``), give the job page's URL and the session's CSRF token.
+    """
     clock = clock or current_clock(job)
     total = job.progress.get("total")
     shown_attempt = job.attempt + (1 if job.state == "retrying" else 0)
@@ -160,7 +166,8 @@ def job_context(job: Job, clock: dict | None = None) -> dict:
     return {
         **clock,
         "job": job,
-        "job_url": job_url(job.id),
+        "job_url": page_url or job_url(job.id),
+        "csrf": csrf or csrf_token(),
         "kind": kind,
         "name": job_name(job, kind),
         "title": state_title(job, kind, percent, clock["scheduled"]),
@@ -175,15 +182,21 @@ def job_context(job: Job, clock: dict | None = None) -> dict:
 
 
 def job_url(job_id: str, external: bool = False) -> str:
-    """The URL of a job's page, its path or (``external``) in full; built once, as each open page polls many times."""
-    # url_for's answer depends on nothing else of the request: the script root, and for a full URL the scheme and host.
+    """The URL of this request's job page, its path or (``external``) in full."""
     site = (request.scheme, request.host) if external else None
-    return built_job_url(request.script_root, site, job_id)
+    return built_job_url(current_app.url_map, request.script_root, site, job_id)
 
 
 @functools.lru_cache(maxsize=4096)
-def built_job_url(script_root: str, site: tuple[str, str] | None, job_id: str) -> str:
-    return url_for("jobs.show", job_id=job_id, _external=site is not None)
+def built_job_url(url_map: Map, script_root: str, site: tuple[str, str] | None, job_id: str) -> str:
+    """A job page's URL under ``script_root``, in full on ``site`` (scheme, host); built once per job and site.
+
+    As url_for builds it, from nothing else of a request, so it can be built without one, and each
+    open page, which polls many times, pays for it once.
+    """
+    scheme, host = site or ("http", "localhost")
+    adapter = url_map.bind(host, script_name=script_root or "/", url_scheme=scheme)
+    return adapter.build("jobs.show", {"job_id": job_id}, force_external=site is not None)
 
 
 def job_name(job: Job, kind: Kind | None) -> str:
@@ -334,24 +347,28 @@ def status(job_id: str):
     tag = fragment_tag(job, clock)
     if request.if_none_match.contains(tag):
         return Response(status=304, headers=fragment_headers(tag))
-    context = job_context(job, clock)
-    # The timeline goes out of band, and only to a page that does not show it as it stands.
-    context["send_timeline"] = request.headers.get(SHOWN_TIMELINE_HEADER) != context["timeline_mark"]
-    return Response(render_poll_answer(context), headers=fragment_headers(tag))
+    html = render_poll_answer(
+        current_app.jinja_env, job_context(job, clock), request.headers.get(SHOWN_TIMELINE_HEADER)
+    )
+    return Response(html, headers=fragment_headers(tag))
 
 
 #: The template of a job's status, which a poll's answer renders alone.
 STATUS_TEMPLATE = "partials/job_status.html"
 
 
-def render_poll_answer(context: dict) -> str:
-    """The status fragment as a poll's answer, rendered straight from its template.
+def render_poll_answer(env: Environment, context: dict, shown_timeline: str | None) -> str:
+    """The status fragment as a poll's answer, for a page that shows ``shown_timeline``.
 
-    Not through ``render_template``, whose context processors add ``request``, ``session`` and
-    ``g`` again, beside the same names among the template globals, at an eighth of the render's
-    cost. A test holds the template to its context and the globals.
+    The timeline goes out of band, and only to a page that does not show it as it stands.
+    Rendered straight from the template, not through ``render_template``, whose context
+    processors add ``request``, ``session`` and ``g`` again, beside the same names among
+    the template globals, at an eighth of the render's cost: so it can be rendered before
+    Flask starts too (``webapp.early_polls``). A test holds the template to its context and
+    the globals.
     """
-    return current_app.jinja_env.get_template(STATUS_TEMPLATE).render(poll_answer=True, **context)
+    send_timeline = shown_timeline != context["timeline_mark"]
+    return env.get_template(STATUS_TEMPLATE).render(poll_answer=True, send_timeline=send_timeline, **context)
 
 
 @bp.post("/<job_id>/cancel")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from flask import Flask, abort, current_app, request, session
 from flask_wtf.csrf import generate_csrf
@@ -80,17 +80,24 @@ class SecurityHeaders:
 def csrf_token() -> str:
     """The signed CSRF token for this session's forms, as Flask-WTF's ``csrf_token()`` makes it.
 
-    Signing it costs a tenth of a status poll's fragment, which carries a
-    cancel button, so this process signs each session's token once. A token
-    signed earlier is as good as a new one while tokens do not expire
-    (``WTF_CSRF_TIME_LIMIT`` is None, as ``create_app`` sets it); otherwise,
-    and for a session with no token yet, Flask-WTF makes it.
+    Signing it costs a tenth of a status poll's fragment, which carries a cancel button, so
+    this process signs each session's token once (``session_csrf_token``); for a session
+    with no token yet, Flask-WTF makes one and puts it in the session.
     """
-    config = current_app.config
-    raw = session.get(config["WTF_CSRF_FIELD_NAME"])
+    return session_csrf_token(current_app, session) or generate_csrf()
+
+
+def session_csrf_token(app: Flask, data: Mapping) -> str | None:
+    """The signed CSRF token of a session's ``data``, made without a request; None if it has none yet.
+
+    A token signed earlier is as good as a new one while tokens do not expire
+    (``WTF_CSRF_TIME_LIMIT`` is None, as ``create_app`` sets it); otherwise this is None too.
+    """
+    config = app.config
+    raw = data.get(config["WTF_CSRF_FIELD_NAME"])
     if raw is None or config["WTF_CSRF_TIME_LIMIT"] is not None:
-        return generate_csrf()
-    return signed_csrf_token(config.get("WTF_CSRF_SECRET_KEY") or current_app.secret_key, raw)
+        return None
+    return signed_csrf_token(config.get("WTF_CSRF_SECRET_KEY") or app.secret_key, raw)
 
 
 @functools.lru_cache(maxsize=4096)
