@@ -14,13 +14,16 @@ floor of the same backend. A wrk Lua script counts the status codes, so wrong an
 
 Part 2 (browsers): on a third Tasklight server, on the same Redis store, with the overload
 guard as configured (``--no-guard`` turns it off), K simulated browsers (asyncio + aiohttp), each with
-its own session cookie (signed with the app's own serializer) and its own running job
-(made through the store), poll that job's status every 2 s for ``--duration`` s with
+its own session cookie (signed with the app's own serializer; an owner and a CSRF token, as after a
+submit) and its own running job (made through the store), poll that job's status every 2 s for ``--duration`` s with
 ``If-None-Match``, as htmx does: on a fixed schedule, skipping a tick while the previous
 request is still in flight (with ``--follow``, at the interval each answer gives, as htmx does).
 It reports requests sent, answered (and how many with a quick 503), errors, timeouts (10 s),
 ticks skipped, latency p50/p99, how late and how busy the client itself was (it shares the
 cores with the servers), and the host's listen-queue overflows (connections a full backlog dropped).
+The same browsers then poll the Redis floor's route, and each run gives the server's and the
+client's CPU time per answer: what the route costs, against what gunicorn, the kernel and the
+client cost on the same two cores.
 """
 
 from __future__ import annotations
@@ -168,7 +171,8 @@ def make_browsers(submitter: Submitter, template, count: int, age: float | None 
             job = replace(job, created_at=submitter.store.now() - age)
         submitter.store.create(job)
         move_to_running(submitter.store, job.id)
-        pairs.append((job.id, serializer.dumps({"owner": owner})))
+        # As a person's session after a submit: its owner, and the raw CSRF token its forms were signed from.
+        pairs.append((job.id, serializer.dumps({"owner": owner, "csrf_token": uuid.uuid4().hex})))
     return pairs
 
 
