@@ -14,7 +14,7 @@ from jinja2 import meta, nodes
 
 from webapp import early_polls, jobs, overload, security, sessions
 from webapp.kinds import KINDS
-from webapp.store import Job, new_id
+from webapp.store import Job, StoreUnavailable, new_id
 
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
@@ -342,6 +342,28 @@ def test_a_running_jobs_poll_reads_the_store_once(client, store, make_job, monke
         response = poll(client, job_id, tag if answer == 304 else None)
     assert response.status_code == (304 if answer == 304 else 200)
     assert (len(loads), len(lookups)) == (1, 0)
+
+
+@pytest.mark.parametrize("case, status", [("finished", 200), ("not yours", 404), ("unknown", 404), ("store down", 503)])
+def test_a_poll_passed_on_to_flask_reads_the_store_once(client, store, make_job, monkeypatch, case, status):
+    job_id = make_job("running")
+    poll(client, job_id)  # The first poll gives the session its CSRF token, so the early path reads the job.
+    if case == "finished":
+        store.finish(job_id, "succeeded", {"result": {"seconds": 60.0}})
+    elif case == "not yours":
+        job_id = other_owners_job(store)
+    elif case == "unknown":
+        job_id = new_id()
+    loads = counting(monkeypatch, store, "load")
+    if case == "store down":
+
+        def down(*args):
+            loads.append(args)
+            raise StoreUnavailable("down")
+
+        monkeypatch.setattr(store, "load", down)
+    assert poll(client, job_id).status_code == status
+    assert len(loads) == 1
 
 
 def test_only_a_waiting_job_looks_up_the_workers(client, store, make_job, monkeypatch):

@@ -13,7 +13,8 @@ Everything else goes on to Flask, which answers it in full: any other request, J
 missing or forged cookie, a session whose cookie is due to be sent again or that has no
 CSRF token yet (the view makes one), a job that is unknown, purged, someone else's or
 finished (its fragment links to pages that need Flask's URL building), and a store that
-cannot be reached (the view's outage answer).
+cannot be reached (the view's outage answer). What this read for a poll it passes on (the job,
+or the error) is left in the environ, so the view does not read the store again.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from flask import Flask
 from werkzeug.http import parse_etags
 
 from .jobs import (
+    EARLY_READ,
     SHOWN_TIMELINE_HEADER,
     STATUS_PATH,
     built_job_url,
@@ -70,8 +72,10 @@ class EarlyPolls:
             return None
         try:
             job = self.store.get_for(path[1], owner)
-        except (JobNotFound, JobPurged, StoreUnavailable):
+        except (JobNotFound, JobPurged, StoreUnavailable) as exc:
+            environ[EARLY_READ] = exc  # The view answers from it, without reading the store again.
             return None
+        environ[EARLY_READ] = job
         if job.terminal:
             return None
         clock = clock_driven(job, self.store, self.pacer.factor)

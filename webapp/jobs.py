@@ -56,6 +56,23 @@ def owned_job(job_id: str) -> Job:
     return service().store.get_for(job_id, owner)
 
 
+#: Where the early path (webapp.early_polls) leaves what it read for a poll it passes on to Flask:
+#: the job, or the error reading it raised.
+EARLY_READ = "tasklight.early_read"
+
+
+def polled_job(job_id: str) -> Job:
+    """The job a status poll is about, if this session owns it: as the early path read it, or read now.
+
+    So a poll passed on to Flask (a finished job, an unknown one, a store that does not answer
+    within its timeout) costs one store read, not two.
+    """
+    early = request.environ.get(EARLY_READ)
+    if isinstance(early, Exception):
+        raise early
+    return early or owned_job(job_id)
+
+
 def get_kind(name: str) -> Kind:
     kind = KINDS.get(name)
     if kind is None:
@@ -336,7 +353,7 @@ def show(job_id: str):
 def status(job_id: str):
     """Return the status fragment alone; 304 when nothing it shows has changed, before anything is rendered."""
     try:
-        job = owned_job(job_id)
+        job = polled_job(job_id)
     except StoreUnavailable:
         if (answer := outage_fragment(job_id)) is not None:
             return answer
