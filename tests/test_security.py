@@ -101,7 +101,11 @@ def test_behind_tls_the_links_the_app_builds_say_https(make_app, monkeypatch):
     # The proxy that terminates HTTPS speaks plain HTTP to the app, and says what the browser used.
     proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "jobs.example.org"}
     response = client.post("/jobs/new/timer", data={"seconds": "1"}, headers={**JSON, **proxy})
-    assert response.get_json()["url"].startswith("https://jobs.example.org/jobs/")
+    url = response.get_json()["url"]
+    assert url.startswith("https://jobs.example.org/jobs/")
+    # A JSON poll, answered before Flask starts, builds the same link.
+    polled = client.get(url.removeprefix("https://jobs.example.org") + "/status", headers={**JSON, **proxy})
+    assert polled.get_json()["url"] == url
 
 
 @sqlite_only

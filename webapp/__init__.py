@@ -43,10 +43,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update({k: v for k, v in (test_config or {}).items() if not hasattr(settings, k)})
     app.session_interface = SessionInterface()
 
-    if settings.BEHIND_TLS:
-        # Behind the proxy that terminates HTTPS, trust its word on the scheme, host and client, so that the
-        # links the app builds (the JSON's url, share links) say https.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
     store = open_store(settings)
     queue = JobQueue(settings, store)
     app.extensions["tasklight"] = Tasklight(store, queue, settings.MAX_ACTIVE_JOBS, settings.MAX_STORED_UPLOAD_BYTES)
@@ -59,8 +55,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     security.init_app(app)
     # Past capacity, a poll that waited too long gets a quick 503, and the poll interval grows while requests wait.
     app.extensions["poll_pacer"] = PollPacer()
-    # Most polls, of a waiting or running job, are answered before Flask starts.
+    # Most polls (a waiting or running job's fragment, any job's JSON) are answered before Flask starts.
     app.wsgi_app = EarlyPolls(app, app.wsgi_app)
+    if settings.BEHIND_TLS:
+        # Behind the proxy that terminates HTTPS, trust its word on the scheme, host and client, so that the
+        # links the app builds (the JSON's url, share links), those the early answers build too, say https.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
     if settings.OVERLOAD_WAIT > 0:
         app.wsgi_app = OverloadGuard(app.wsgi_app, app.extensions["poll_pacer"], settings.OVERLOAD_WAIT)
     # Outermost, so that every answer carries the security headers, those made before Flask starts too.

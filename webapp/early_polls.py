@@ -7,9 +7,10 @@ one store read and the fragment's template, with the status view's own headers a
 (the tests compare the two answers):
 
 - a poll whose fragment has not changed (its ``If-None-Match`` holds the ETag) gets a 304;
-- a poll of a job that is waiting or running gets the fragment, as the view renders it.
+- a poll of a job that is waiting or running gets the fragment, as the view renders it;
+- a poll that asks for JSON gets the job's JSON view, as ``jsonify`` makes it, in any state.
 
-Everything else goes on to Flask, which answers it in full: any other request, JSON, a
+Everything else goes on to Flask, which answers it in full: any other request, a
 missing or forged cookie, a session whose cookie is due to be sent again or that has no
 CSRF token yet (the view makes one), a job that is unknown, purged, someone else's or
 finished (its fragment links to pages that need Flask's URL building), and a store that
@@ -22,7 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from flask import Flask
+from werkzeug.exceptions import SecurityError
 from werkzeug.http import parse_etags
+from werkzeug.wsgi import get_host
 
 from .jobs import (
     EARLY_READ,
@@ -33,6 +36,7 @@ from .jobs import (
     fragment_headers,
     fragment_tag,
     job_context,
+    job_json,
     render_poll_answer,
 )
 from .negotiate import prefers_json
@@ -63,12 +67,14 @@ class EarlyPolls:
     def answer(self, environ: dict) -> tuple[str, list, bytes] | None:
         """The poll's status line, headers and body, if it can be answered here; otherwise None."""
         path = STATUS_PATH.fullmatch(environ.get("PATH_INFO", ""))
-        if path is None or environ.get("REQUEST_METHOD") != "GET" or prefers_json(environ.get("HTTP_ACCEPT")):
+        if path is None or environ.get("REQUEST_METHOD") != "GET":
             return None
+        as_json = prefers_json(environ.get("HTTP_ACCEPT"))
         session = self.flask.session_interface.unchanging_session(self.flask, environ.get("HTTP_COOKIE"))
         owner = session.get("owner") if session else None
-        csrf = session_csrf_token(self.flask, session) if owner else None
-        if csrf is None:
+        # The fragment carries the session's CSRF token (its cancel button), which the JSON does not.
+        csrf = session_csrf_token(self.flask, session) if owner and not as_json else None
+        if owner is None or not (as_json or csrf):
             return None
         try:
             job = self.store.get_for(path[1], owner)
@@ -76,6 +82,8 @@ class EarlyPolls:
             environ[EARLY_READ] = exc  # The view answers from it, without reading the store again.
             return None
         environ[EARLY_READ] = job
+        if as_json:
+            return self.json_answer(job, environ)
         if job.terminal:
             return None
         clock = clock_driven(job, self.store, self.pacer.factor)
@@ -92,3 +100,16 @@ class EarlyPolls:
         page_url = built_job_url(self.flask.url_map, environ.get("SCRIPT_NAME", ""), None, job.id)
         context = job_context(job, clock, page_url, csrf)
         return render_poll_answer(self.flask.jinja_env, context, environ.get(SHOWN_TIMELINE_ENVIRON))
+
+    def json_answer(self, job: Job, environ: dict) -> tuple[str, list, bytes] | None:
+        """The job's JSON view, with the status view's headers; None for a host Flask would refuse."""
+        try:
+            host = get_host(environ, self.flask.config["TRUSTED_HOSTS"])
+        except SecurityError:
+            return None
+        site = (environ["wsgi.url_scheme"], host)
+        page_url = built_job_url(self.flask.url_map, environ.get("SCRIPT_NAME", ""), site, job.id)
+        response = self.flask.json.response(job_json(job, page_url))
+        # As the blueprint's hook and the session interface leave them: private, never stored, varying.
+        headers = [*response.headers.to_wsgi_list(), ("Vary", "Accept, Cookie"), ("Cache-Control", "no-store")]
+        return "200 OK", headers, response.get_data()

@@ -229,8 +229,11 @@ def state_title(job: Job, kind: Kind | None, percent: int | None, scheduled: boo
     return f"{state} · {job_name(job, kind)}"
 
 
-def job_json(job: Job) -> dict:
-    """The public JSON view of a job (the README's public contract); never the traceback."""
+def job_json(job: Job, page_url: str | None = None) -> dict:
+    """The public JSON view of a job (the README's public contract); never the traceback.
+
+    Outside a request (``webapp.early_polls``), give the job page's full URL.
+    """
     return {
         "id": job.id,
         "kind": job.kind,
@@ -252,7 +255,7 @@ def job_json(job: Job) -> dict:
         "is_finished": job.terminal,
         "events": owner_events(job),
         "log": job.log,
-        "url": job_url(job.id, external=True),
+        "url": page_url or job_url(job.id, external=True),
     }
 
 

@@ -83,7 +83,7 @@ class SessionInterface(SecureCookieSessionInterface):
     def unchanging_session(self, app: Flask, cookie_header: str | None) -> dict | None:
         """The session data of a request's ``Cookie`` header, if an answer needs no ``Set-Cookie``; else None.
 
-        For answers made without Flask (``webapp.unchanged``): such an answer cannot send a
+        For answers made without Flask (``webapp.early_polls``): such an answer cannot send a
         cookie, so a session that is due to be refreshed, like one that is missing, gets None.
         """
         found = self.read_cookie(app, cookie_value(cookie_header, self.get_cookie_name(app)))
