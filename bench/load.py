@@ -13,7 +13,8 @@ in ``--rounds`` rounds whose order rotates; medians are reported, with ratios ag
 floor of the same backend. A wrk Lua script counts the status codes, so wrong answers show.
 
 Part 2 (browsers): on a third Tasklight server, on the same Redis store, with the overload
-guard as configured (``--no-guard`` turns it off), K simulated browsers (asyncio + aiohttp), each with
+guard as configured (``--no-guard`` turns it off), K simulated browsers (asyncio; each holds one
+HTTP/1.1 connection, kept alive while the server keeps it, as a browser does), each with
 its own session cookie (signed with the app's own serializer; an owner and a CSRF token, as after a
 submit) and its own running job (made through the store), poll that job's status every 2 s for ``--duration`` s with
 ``If-None-Match``, as htmx does: on a fixed schedule, skipping a tick while the previous
@@ -42,7 +43,6 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-import aiohttp
 import floor
 import requests
 from common import (
@@ -176,6 +176,62 @@ def make_browsers(submitter: Submitter, template, count: int, age: float | None 
     return pairs
 
 
+class BrowserConnection:
+    """One browser's HTTP/1.1 connection to the site it polls, kept alive between polls as a browser keeps it.
+
+    A lean client of its own, not aiohttp's, because the client shares the server's two cores: it
+    spends a fifth of aiohttp's CPU per poll (docs/BENCHMARKS.md), so the load it sends is the
+    server's to bear, not its own.
+    When the server closes the connection (a sync worker closes each one; a threaded one closes it
+    once idle past its keep-alive), the next poll opens a new one, and a poll that finds it closed
+    before any answer came is sent again on a new one, as a browser does with a GET.
+    """
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.opened = 0
+
+    async def get(self, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+        """Send a whole request; return the answer's status, headers (lower-case names) and body."""
+        for attempt in range(2):
+            fresh = self.streams is None
+            if fresh:
+                self.streams = await asyncio.open_connection(self.host, self.port)
+                self.opened += 1
+            reader, writer = self.streams
+            try:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (ConnectionError, asyncio.IncompleteReadError):
+                self.close()
+                if fresh or attempt:
+                    raise
+                continue
+            status_line, *lines = head[:-4].split(b"\r\n")
+            headers = {}
+            for line in lines:
+                name, _, value = line.partition(b":")
+                headers[name.strip().lower()] = value.strip()
+            length = int(headers.get(b"content-length", 0))
+            body = await reader.readexactly(length) if length else b""
+            if headers.get(b"connection", b"").lower() == b"close":
+                self.close()
+            return int(status_line.split()[1]), headers, body
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+            self.streams = None
+
+
+def http_request(host: str, path: str, headers: dict) -> bytes:
+    """A GET as a browser sends it on a kept-alive connection."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", *(f"{name}: {value}" for name, value in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 async def poll_browsers(
     base: str, pairs: list, duration: float, interval: float, timeout: float, follow: bool = False
 ) -> dict:
@@ -186,69 +242,70 @@ async def poll_browsers(
     With ``follow``, each browser polls at the interval the server last gave it (the fragment's
     ``hx-trigger="every Ns"``), as htmx does after each swap; a 304 or an error keeps the interval.
     """
-    stats = {"sent": 0, "answered": 0, "busy": 0, "errors": 0, "timeouts": 0, "skipped": 0}
+    stats = {"sent": 0, "answered": 0, "busy": 0, "errors": 0, "timeouts": 0, "skipped": 0, "connections": 0}
     stats |= {"latencies": [], "lags": [], "intervals": [], "timeline": []}
     loop = asyncio.get_running_loop()
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    client = aiohttp.ClientSession(
-        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=timeout)
-    )
+    site = base.removeprefix("http://")
+    host, port = site.rsplit(":", 1)
 
-    async def poll(url: str, headers: dict, scheduled: float, learned: dict, pace: dict) -> None:
+    async def poll(connection: BrowserConnection, request: dict, scheduled: float, learned: dict, pace: dict) -> None:
         """One poll; ``learned`` holds what the last answers taught the browser to send (ETag, hx-headers)."""
         sent = loop.time()
         stats["sent"] += 1
         stats["lags"].append(sent - scheduled)
         status = None
         try:
-            async with client.get(url, headers={**headers, **learned}) as response:
-                body = await response.read()
-                stats["answered"] += 1
-                stats["latencies"].append(loop.time() - sent)
-                status = response.status
-                if response.status == 503:
-                    stats["busy"] += 1  # htmx swaps nothing and polls again on the next tick.
-                elif response.status not in (200, 304):
-                    stats["errors"] += 1
-                elif "ETag" in response.headers:
-                    learned["If-None-Match"] = response.headers["ETag"]
-                if response.status == 200:
-                    learned.update(hx_headers(body))
-                if follow and response.status == 200 and (trigger := TRIGGER.search(body)):
-                    pace["interval"] = float(trigger[1])
+            wire = http_request(site, request["path"], {**request["headers"], **learned})
+            status, headers, body = await asyncio.wait_for(connection.get(wire), timeout)
+            stats["answered"] += 1
+            stats["latencies"].append(loop.time() - sent)
+            if status == 503:
+                stats["busy"] += 1  # htmx swaps nothing and polls again on the next tick.
+            elif status not in (200, 304):
+                stats["errors"] += 1
+            elif b"etag" in headers:
+                learned["If-None-Match"] = headers[b"etag"].decode()
+            if status == 200:
+                learned.update(hx_headers(body))
+            if follow and status == 200 and (trigger := TRIGGER.search(body)):
+                pace["interval"] = float(trigger[1])
         except TimeoutError:
+            connection.close()  # Its answer may still come: the connection cannot be used again.
             stats["timeouts"] += 1
-        except aiohttp.ClientError:
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+            connection.close()
             stats["errors"] += 1
         # When it was sent (from the start), how long its answer took (None: no answer), its status, the interval.
         stats["timeline"].append((sent - start, loop.time() - sent if status else None, status, pace["interval"]))
 
     async def browser(path: str, cookie: str, first: float, end: float) -> None:
-        url, headers, learned = base + path, {**HTML, "Cookie": f"session={cookie}"}, {}
+        request = {"path": path, "headers": {**HTML, "Cookie": f"session={cookie}"}}
+        connection, learned = BrowserConnection(host, int(port)), {}
         in_flight, tick, pace = None, first, {"interval": interval}
         while tick < end:
             await asyncio.sleep(max(0.0, tick - loop.time()))
             if in_flight is not None and not in_flight.done():
                 stats["skipped"] += 1  # htmx drops a poll while the element's previous request is in flight.
             else:
-                in_flight = asyncio.create_task(poll(url, headers, tick, learned, pace))
+                in_flight = asyncio.create_task(poll(connection, request, tick, learned, pace))
             tick += pace["interval"]
         if in_flight is not None:
             await in_flight
+        connection.close()
         stats["intervals"].append(pace["interval"])
+        stats["connections"] += connection.opened
 
     start = loop.time() + 1.0
-    async with client:
-        # Browsers arrive spread over the first interval, as people's page loads would.
-        browsers = [browser(j, c, start + random.uniform(0, interval), start + duration) for j, c in pairs]
-        await asyncio.wait_for(asyncio.gather(*browsers), duration + timeout + 60)
+    # Browsers arrive spread over the first interval, as people's page loads would.
+    browsers = [browser(j, c, start + random.uniform(0, interval), start + duration) for j, c in pairs]
+    await asyncio.wait_for(asyncio.gather(*browsers), duration + timeout + 60)
     return stats
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration of each cell in each round (default 10)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved wrk rounds (default 2)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved wrk rounds (default 2; 0: browsers only)")
     parser.add_argument("--browsers", default="500,1000,2000", help="browser counts (default 500,1000,2000)")
     parser.add_argument("--duration", type=float, default=30, help="seconds each browser run lasts (default 30)")
     parser.add_argument("--quick", action="store_true", help="3 s cells, 10 s browser runs")
@@ -346,7 +403,7 @@ def main() -> None:
         gunicorn_errors = sum(p.read_text().count("[ERROR]") for p in folder.glob("gunicorn-*.log"))
 
     rows = []
-    for (backend, request), runs in results.items():
+    for (backend, request), runs in results.items() if args.rounds else ():
         expected = 304 if request.startswith("304") else 200
         floor_rate = median([r["rate"] for r in results[(backend, "floor")]])
         floor_p50 = median([r["p50"] for r in results[(backend, "floor")]])
@@ -358,7 +415,8 @@ def main() -> None:
         rows.append([backend, request, f"{rate:.0f}", rounds, f"{p50:.1f}", f"{p99:.1f}", f"{rate / floor_rate:.2f}x"])
         rows[-1] += [f"{p50 / floor_p50:.2f}x", f"{answered} x {expected}", wrong, sum(r["errors"] for r in runs)]
     headers = ["backend", "request", "req/s", "each round", "p50 ms", "p99 ms", "req/s vs floor", "p50 vs floor"]
-    print_table([*headers, "answers", "other statuses", "socket errors"], rows)
+    if rows:
+        print_table([*headers, "answers", "other statuses", "socket errors"], rows)
 
     pace = "at the interval the server gives it (2 s at first)" if args.follow else "every 2 s"
     print(f"# Polling browsers on Redis: each polls its own running job {pace} for {args.duration:g} s,")
@@ -370,7 +428,7 @@ def main() -> None:
         row = [count, server, f"{made:.1f}", s["sent"], f"{s['sent'] / args.duration:.0f}", s["answered"], s["busy"]]
         row += [s["errors"], s["timeouts"], s["skipped"], f"{percentile(lat, 0.5):.1f}", f"{percentile(lat, 0.99):.1f}"]
         row += [f"{max(lat):.0f}", f"{within:.1%}", f"{percentile(s['intervals'] or [0.0], 0.5):g}"]
-        row += [f"{percentile(s['lags'], 0.99) * 1000:.0f}", f"{s['cpu']:.0%}", s["overflows"]]
+        row += [f"{percentile(s['lags'], 0.99) * 1000:.0f}", f"{s['cpu']:.0%}", s["overflows"], s["connections"]]
         per_answer = [f"{s[side] / max(s['answered'], 1) * 1000:.2f}" for side in ("server cpu", "client cpu")]
         rows.append([*row, *per_answer])
     headers = [
@@ -385,7 +443,7 @@ def main() -> None:
         "timeouts (10 s)",
     ]
     headers += ["skipped ticks", "p50 ms", "p99 ms", "max ms", "answered within 1 s", "interval at end s"]
-    headers += ["client send lag p99 ms", "client CPU (of 1 core)", "listen overflows (host)"]
+    headers += ["client send lag p99 ms", "client CPU (of 1 core)", "listen overflows (host)", "connections opened"]
     headers += ["server CPU ms per answer", "client CPU ms per answer"]
     print_table(headers, rows)
     for count, server, _, s in browser_runs:
