@@ -6,10 +6,11 @@ import pytest
 from huey.api import Task
 from huey.exceptions import TaskTimeout
 
+import tasks
 from webapp.config import Settings
 from webapp.queue import JobQueue
-from webapp.store import RETRYING, SUCCEEDED, Job, new_id
-from webapp.worker import JobCancelled, JobContext, Superseded
+from webapp.store import EXPIRED, QUEUED, RETRYING, RUNNING, SUCCEEDED, Job, new_id
+from webapp.worker import JobCancelled, JobContext, Superseded, Worker
 
 
 @pytest.fixture
@@ -86,3 +87,64 @@ def test_the_queue_never_asks_the_store_whether_a_task_was_revoked(settings, sto
     queue.revoke_by_id(job.id)
     monkeypatch.setattr(queue.storage, "peek_many", lambda keys: pytest.fail("read the revocation keys"))
     assert not queue.is_revoked(task)
+
+
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+
+
+@pytest.fixture
+def consumer_queue(settings, store):
+    """The queue as a consumer takes from it, with the real bodies, in this process (no consumer runs)."""
+    return Worker(Settings.load(settings), store, tasks.BODIES).queue
+
+
+def write_transactions(store, queue) -> list[str]:
+    """The write transactions begun from now on, on this thread's store connection and Huey's."""
+    begun: list[str] = []
+    store.ping()  # Opens this thread's connection.
+    for conn in (store._local.conn, queue.storage.conn):
+        conn.set_trace_callback(lambda sql: begun.append(sql) if sql.lower().startswith("begin") else None)
+    return begun
+
+
+@sqlite_only
+def test_on_sqlite_taking_a_task_starts_its_job_in_the_same_write(store, consumer_queue):
+    job = store.create(Job(id=new_id(), kind="timer", owner="a", inputs={"seconds": 0.0, "fail": False}))
+    consumer_queue.enqueue_job(job)
+    begun = write_transactions(store, consumer_queue)
+    task = consumer_queue.dequeue()
+    assert (task.id, len(begun), consumer_queue.pending()) == (job.id, 1, [])
+    started = store.get(job.id)
+    assert (started.state, started.attempt, started.version) == (RUNNING, 1, job.version + 1)
+    assert consumer_queue.started_by_take(task).started == started
+
+
+@sqlite_only
+def test_on_sqlite_a_task_not_yet_due_is_taken_without_starting_its_job(store, consumer_queue):
+    later = store.now() + 600
+    job = store.create(Job(id=new_id(), kind="timer", owner="a", inputs={"seconds": 0.0}, scheduled_for=later))
+    consumer_queue.enqueue_job(job)
+    task = consumer_queue.dequeue()
+    assert store.get(job.id).state == QUEUED
+    consumer_queue.execute(task)  # As the consumer does next: Huey puts it in its schedule.
+    assert [t.id for t in consumer_queue.scheduled()] == [job.id]
+    assert store.get(job.id).state == QUEUED
+
+
+@sqlite_only
+def test_on_sqlite_an_expired_task_is_taken_without_starting_its_job_and_expires_it(store, consumer_queue):
+    job = store.create(Job(id=new_id(), kind="timer", owner="a", inputs={"seconds": 0.0}, start_by=store.now()))
+    consumer_queue.enqueue_job(job)
+    time.sleep(0.05)
+    task = consumer_queue.dequeue()
+    assert store.load(job.id).state == QUEUED  # load, not get: a read by get would mark it expired itself.
+    consumer_queue.execute(task)  # Huey sees it expired, at the moment the take judged it.
+    assert store.get(job.id).state == EXPIRED
+
+
+@sqlite_only
+def test_on_sqlite_a_task_that_cannot_be_read_is_taken_away_as_huey_would(store, consumer_queue):
+    consumer_queue.storage.enqueue(b"not a task")
+    with pytest.raises(Exception):  # noqa: B017 (whatever Huey's deserializer raises, as Huey's dequeue would)
+        consumer_queue.dequeue()
+    assert consumer_queue.pending_count() == 0  # The queue is not stuck behind it.

@@ -28,7 +28,7 @@ from huey.utils import normalize_time
 
 from .config import Settings
 from .kinds import KINDS
-from .queue import JobQueue
+from .queue import JobQueue, JobRunner, SqliteQueueStorage
 from .store import (
     CANCELLED,
     FAILED,
@@ -46,6 +46,7 @@ from .store import (
     clip,
     open_store,
 )
+from .store.sqlite import TakenTask
 
 logger = logging.getLogger("tasklight.worker")
 
@@ -332,6 +333,59 @@ class Heartbeat:
         return count
 
 
+class ConsumerQueue(JobQueue):
+    """The queue as a consumer takes from it. On SQLite, taking a task and starting its job are one write.
+
+    Huey takes a task in a transaction of its own, and the attempt's start was another. On SQLite
+    every write waits for the file's one lock, so each job's tracking cost a write more than Huey's
+    own. Here the take starts the job it runs, when Huey is about to run it: the task is due and has
+    not expired, judged at the same moment, which ``execute`` then uses for Huey's own checks.
+    On Redis, Huey's blocking pop is not a write to share, and ``dequeue`` is Huey's.
+    """
+
+    def __init__(self, settings: Settings, store: JobStore, run: JobRunner):
+        super().__init__(settings, store, run)
+        #: This worker thread's last take: (task id, the moment it was judged at, the start's outcome).
+        self._taken = threading.local()
+
+    def dequeue(self) -> Task | None:
+        if not isinstance(self.storage, SqliteQueueStorage):
+            return super().dequeue()
+        self.storage.conn  # noqa: B018 (Huey's tables are made with the queue's first connection)
+        now = self._get_timestamp()
+        tasks: list[Task] = []
+
+        def to_start(data: bytes) -> tuple[str, Job | None] | None:
+            try:
+                task = self.deserialize_task(data)
+            except Exception:
+                return None  # Huey's own deserialize, below, raises it once the task is gone, as Huey's dequeue would.
+            tasks.append(task)
+            expired = task.expires_resolved and task.expires_resolved < now
+            if task.name != self.job_task.name or not self.ready_to_run(task, now) or expired:
+                return None
+            job_id, record = task.args[0], (task.args[1:] or (None,))[0]
+            return job_id, Job.from_json(record) if record else None
+
+        taken = self._store.take_task(self.storage.name, to_start, worker_name())
+        if taken is None:
+            return None
+        task = tasks[0] if tasks else self.deserialize_task(taken.data)
+        self._taken.last = (task.id, now, taken) if taken.tried else None
+        return task
+
+    def execute(self, task: Task, timestamp=None):
+        last = getattr(self._taken, "last", None)
+        if last is not None and last[0] == task.id:
+            timestamp = last[1]  # Huey's checks see the moment the take judged the task due.
+        return super().execute(task, timestamp)
+
+    def started_by_take(self, task: Task) -> TakenTask | None:
+        """How taking ``task`` went, if the take tried to start its job; None if it did not try."""
+        last, self._taken.last = getattr(self._taken, "last", None), None
+        return last[2] if last is not None and last[0] == task.id else None
+
+
 class Worker:
     """Runs jobs from the queue with the kinds' bodies, and answers Huey's signals about them."""
 
@@ -339,7 +393,7 @@ class Worker:
         check_bodies(bodies)
         self.store = store
         self.bodies = dict(bodies)
-        self.queue = JobQueue(settings, store, run=self.run)
+        self.queue = ConsumerQueue(settings, store, run=self.run)
         self.heartbeat = Heartbeat(store, self.queue, settings.HEARTBEAT_INTERVAL, settings.REQUEUE_AFTER)
         self.queue.signal(signals.SIGNAL_EXPIRED)(self.on_expired)
         self.queue.signal(signals.SIGNAL_INTERRUPTED)(self.on_interrupted)
@@ -349,10 +403,14 @@ class Worker:
         """Run one attempt of a job and record how it ended.
 
         ``record`` is the job as stored when the task was made: while it is current, the start
-        needs no read first (on Redis, one round trip instead of two).
+        needs no read first (on Redis, one round trip instead of two). On SQLite, taking the task
+        has started the job already (``ConsumerQueue``).
         """
-        known = Job.from_json(record) if record else None
-        job = self.store.start(job_id, worker_name(), known)
+        taken = self.queue.started_by_take(task)
+        if taken is None:
+            job = self.store.start(job_id, worker_name(), Job.from_json(record) if record else None)
+        else:
+            job = taken.started
         if job is None:
             logger.info("job %s is no longer waiting to run; skipped", job_id)
             with contextlib.suppress(LookupError):

@@ -406,6 +406,10 @@ class JobStore:
 
         :param known: a copy of the record as it was stored, such as the one a task carries.
         """
+        return self.modify(job_id, self.starting(worker), known)
+
+    def starting(self, worker: str) -> Callable[[Job], Job | None]:
+        """The change that starts a waiting job as its next attempt in ``worker``; it gives None if it may not run."""
 
         def begin(job: Job) -> Job | None:
             now = self.now()
@@ -415,7 +419,7 @@ class JobStore:
             changes.update(worker=worker, next_attempt_at=None)
             return apply_changes(job, changes, WAITING, None, now)
 
-        return self.modify(job_id, begin, known)
+        return begin
 
     def update(
         self,
