@@ -148,3 +148,13 @@ def test_on_sqlite_a_task_that_cannot_be_read_is_taken_away_as_huey_would(store,
     with pytest.raises(Exception):  # noqa: B017 (whatever Huey's deserializer raises, as Huey's dequeue would)
         consumer_queue.dequeue()
     assert consumer_queue.pending_count() == 0  # The queue is not stuck behind it.
+
+
+@sqlite_only
+def test_on_sqlite_a_task_whose_record_cannot_be_read_is_taken_without_starting_its_job(store, consumer_queue):
+    job = store.create(Job(id=new_id(), kind="timer", owner="a", inputs={"seconds": 0.0}))
+    consumer_queue.enqueue(consumer_queue.job_task.s(job.id, "{not a record", id=job.id))
+    task = consumer_queue.dequeue()
+    assert (task.id, consumer_queue.pending_count()) == (job.id, 0)
+    assert consumer_queue.started_by_take(task) is None  # The run tries the start itself, and fails as before.
+    assert store.get(job.id).state == QUEUED

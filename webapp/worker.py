@@ -356,10 +356,7 @@ class ConsumerQueue(JobQueue):
         tasks: list[Task] = []
 
         def to_start(data: bytes) -> tuple[str, Job | None] | None:
-            try:
-                task = self.deserialize_task(data)
-            except Exception:
-                return None  # Huey's own deserialize, below, raises it once the task is gone, as Huey's dequeue would.
+            task = self.deserialize_task(data)
             tasks.append(task)
             expired = task.expires_resolved and task.expires_resolved < now
             if task.name != self.job_task.name or not self.ready_to_run(task, now) or expired:
@@ -370,6 +367,7 @@ class ConsumerQueue(JobQueue):
         taken = self._store.take_task(self.storage.name, to_start, worker_name())
         if taken is None:
             return None
+        # A task that could not be read raises here, once it is gone, as from Huey's own dequeue.
         task = tasks[0] if tasks else self.deserialize_task(taken.data)
         self._taken.last = (task.id, now, taken) if taken.tried else None
         return task

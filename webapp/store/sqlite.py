@@ -165,8 +165,15 @@ class SqliteStore(JobStore):
                 return None
             conn.execute("delete from task where id = ?", (row[0],))
             data = bytes(row[1])
-            target = to_start(data)
-            started = self._modify_in(conn, target[0], self.starting(worker), target[1]) if target else None
+            try:
+                target = to_start(data)
+                started = self._modify_in(conn, target[0], self.starting(worker), target[1]) if target else None
+            except sqlite3.Error:
+                raise  # The file is out: nothing is taken, and the task waits for the next take.
+            except Exception:
+                # A task or record that cannot be read (no write was made) is taken all the same, as Huey
+                # takes it, and fails where it did before: a queue must never stick behind one task.
+                target = started = None
         return TakenTask(data, target is not None, started)
 
     def insert(self, job: Job, upload_content: bytes | None, queue_push: tuple[str, tuple] | None = None) -> None:
