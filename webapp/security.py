@@ -100,7 +100,8 @@ def session_csrf_token(app: Flask, data: Mapping) -> str | None:
     return signed_csrf_token(config.get("WTF_CSRF_SECRET_KEY") or app.secret_key, raw)
 
 
-@functools.lru_cache(maxsize=4096)
+#: One per open page, as for the session cookies (webapp/sessions.py): past that, every poll signs again.
+@functools.lru_cache(maxsize=8192)
 def signed_csrf_token(secret_key: str, raw: str) -> str:
     # Flask-WTF's signing, salt included, so that its validate_csrf accepts the token.
     return URLSafeTimedSerializer(secret_key, salt="wtf-csrf-token").dumps(raw)

@@ -295,10 +295,11 @@ class ParsedRecords:
     A status poll mostly finds the record as the last poll did, and decoding
     its JSON cost more than the rest of a 304. A record is a value, never
     changed in place, so the same ``Job`` can be handed out again. At most
-    ``size`` records of at most ``max_text`` characters are kept, oldest out first.
+    ``size`` records of at most ``max_text`` characters are kept, oldest out first:
+    one per open page, up to 8,192 in a process (about 7 KB each for a running job).
     """
 
-    def __init__(self, size: int = 2048, max_text: int = 32 * 1024):
+    def __init__(self, size: int = 8192, max_text: int = 32 * 1024):
         self.size = size
         self.max_text = max_text
         self._records: dict[str, tuple[str | bytes, Job]] = {}
