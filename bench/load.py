@@ -181,7 +181,7 @@ class BrowserConnection:
 
     A lean client of its own, not aiohttp's, because the client shares the server's two cores: it
     spends less CPU per poll (0.16 to 0.21 ms against aiohttp's 0.24 ms on one machine, and its
-    p99 at 4,000 browsers was a fifth of what aiohttp's gave: docs/BENCHMARKS.md, §8), so the
+    p99 at 4,000 browsers was a quarter or less of what aiohttp's gave: docs/BENCHMARKS.md, §8), so the
     load it sends is more the server's to bear than its own.
     When the server closes the connection (a sync worker closes each one; a threaded one closes it
     once idle past its keep-alive), the next poll opens a new one, and a poll that finds it closed
