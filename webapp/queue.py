@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import NamedTuple
 
 from huey.api import Huey, Task
 from huey.storage import RedisStorage, SqliteStorage
@@ -57,6 +58,30 @@ class SqliteQueueStorage(SqliteStorage):
         """
         self.conn  # noqa: B018 (the property opens the connection)
         return "insert into task (queue, data, priority) values (?, ?, 0)", (self.name, data)
+
+    def take_statements(self) -> TakeStatements:
+        """What ``dequeue`` runs, for the job store to run in its own transaction on this file, so that
+        taking a task and starting its job are one write (``webapp.worker.ConsumerQueue``).
+
+        Huey's tables are made with this process's first connection, which this opens if it is not yet.
+        """
+        self.conn  # noqa: B018 (the property opens the connection)
+        return TakeStatements(
+            ("select 1 from task where queue = ? limit 1", (self.name,)),
+            ("select id, data from task where queue = ? order by priority desc, id limit 1", (self.name,)),
+            "delete from task where id = ?",
+        )
+
+
+class TakeStatements(NamedTuple):
+    """What Huey's SQLite ``dequeue`` runs, for the job store to run in its own transaction on the file."""
+
+    #: A look for a task without the write lock, as an idle consumer asks often.
+    peek: tuple[str, tuple]
+    #: The next task's row id and data.
+    next_task: tuple[str, tuple]
+    #: Its removal, given its row id.
+    remove: str
 
 
 class JobQueue(Huey):

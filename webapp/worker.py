@@ -351,7 +351,7 @@ class ConsumerQueue(JobQueue):
     def dequeue(self) -> Task | None:
         if not isinstance(self.storage, SqliteQueueStorage):
             return super().dequeue()
-        self.storage.conn  # noqa: B018 (Huey's tables are made with the queue's first connection)
+        take = self.storage.take_statements()
         now = self._get_timestamp()
         tasks: list[Task] = []
 
@@ -364,7 +364,7 @@ class ConsumerQueue(JobQueue):
             job_id, record = task.args[0], (task.args[1:] or (None,))[0]
             return job_id, Job.from_json(record) if record else None
 
-        taken = self._store.take_task(self.storage.name, to_start, worker_name())
+        taken = self._store.take_task(take, to_start, worker_name())
         if taken is None:
             return None
         # A task that could not be read raises here, once it is gone, as from Huey's own dequeue.

@@ -7,9 +7,12 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import ACTIVE, RUNNING, WAITING, Job, JobStore, unavailable_on
+
+if TYPE_CHECKING:
+    from ..queue import TakeStatements
 
 SCHEMA = """
 create table if not exists jobs (
@@ -145,25 +148,22 @@ class SqliteStore(JobStore):
         return job
 
     def take_task(
-        self, queue: str, to_start: Callable[[bytes], tuple[str, Job | None] | None], worker: str
+        self, take: TakeStatements, to_start: Callable[[bytes], tuple[str, Job | None] | None], worker: str
     ) -> TakenTask | None:
-        """Take the next task of Huey's queue ``queue`` from this file, as Huey's ``dequeue`` does, and
-        start the job it runs in the same transaction, when ``to_start(task data)`` names one to start
-        now: its id, and the record the task carries. None when the queue is empty.
+        """Take the next task from Huey's queue in this file, with the statements Huey's ``dequeue`` runs
+        (``take``), and start the job it runs in the same transaction, when ``to_start(task data)`` names
+        one to start now: its id, and the record the task carries. None when the queue is empty.
 
         Every write to the file waits for its one lock, so a consumer's writes per job bound its
         throughput: this makes taking a task and starting its job one write instead of two.
         """
-        # As Huey's dequeue: a look without the write lock first, since an idle consumer asks often.
-        if not self._select("select 1 from task where queue = ? limit 1", queue):
+        if not self._select(take.peek[0], *take.peek[1]):
             return None
         with self._transaction() as conn:
-            row = conn.execute(
-                "select id, data from task where queue = ? order by priority desc, id limit 1", (queue,)
-            ).fetchone()
+            row = conn.execute(*take.next_task).fetchone()
             if row is None:
                 return None
-            conn.execute("delete from task where id = ?", (row[0],))
+            conn.execute(take.remove, (row[0],))
             data = bytes(row[1])
             try:
                 target = to_start(data)
