@@ -193,33 +193,31 @@ class BrowserConnection:
         self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self.opened = 0
 
-    async def get(self, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    async def get(self, request: bytes, again: bool = True) -> tuple[int, dict[bytes, bytes], bytes]:
         """Send a whole request; return the answer's status, headers (lower-case names) and body."""
-        for attempt in range(2):
-            fresh = self.streams is None
-            if fresh:
-                self.streams = await asyncio.open_connection(self.host, self.port)
-                self.opened += 1
-            reader, writer = self.streams
-            try:
-                writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (ConnectionError, asyncio.IncompleteReadError):
-                self.close()
-                if fresh or attempt:
-                    raise
-                continue
-            status_line, *lines = head[:-4].split(b"\r\n")
-            headers = {}
-            for line in lines:
-                name, _, value = line.partition(b":")
-                headers[name.strip().lower()] = value.strip()
-            length = int(headers.get(b"content-length", 0))
-            body = await reader.readexactly(length) if length else b""
-            if headers.get(b"connection", b"").lower() == b"close":
-                self.close()
-            return int(status_line.split()[1]), headers, body
-        raise AssertionError("unreachable")
+        fresh = self.streams is None
+        if fresh:
+            self.streams = await asyncio.open_connection(self.host, self.port)
+            self.opened += 1
+        reader, writer = self.streams
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.close()
+            if fresh or not again:
+                raise
+            return await self.get(request, again=False)  # The server had closed it: once more, on a new one.
+        status_line, *lines = head[:-4].split(b"\r\n")
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get(b"content-length", 0))
+        body = await reader.readexactly(length) if length else b""
+        if headers.get(b"connection", b"").lower() == b"close":
+            self.close()
+        return int(status_line.split()[1]), headers, body
 
     def close(self) -> None:
         if self.streams is not None:
